@@ -1,0 +1,21 @@
+"""PQ Explorer's backing library: quantizers that emit live training events, data, metrics.
+
+Never imports ipywidgets, plotly or Jupyter: the views in ``widgets`` subscribe to events.
+
+Typical use::
+
+    from explorer import data, methods
+    ds = data.split_queries(data.load("digits"))
+    pq = methods.create("pq", n_subspaces=8, n_codewords=256).fit(ds.base, callbacks=[print])
+    codes = pq.encode(ds.base)
+"""
+from . import data, diagnostics, events, methods, metrics, search
+from .data import Dataset, load, split_queries
+from .errors import DataFileError, InvalidParameter, InvalidType, PQXError
+from .events import STOP, Recorder, StopSignal, Throttle
+from .methods import Quantizer, available, create
+
+__version__ = "0.1.0"
+__all__ = ["data", "diagnostics", "events", "methods", "metrics", "search", "Dataset", "load", "split_queries",
+           "PQXError", "InvalidParameter", "InvalidType", "DataFileError", "Recorder", "StopSignal", "Throttle",
+           "STOP", "Quantizer", "available", "create"]

@@ -1,0 +1,1 @@
+"""Sub-commands of ``pqx``, one module each (see :mod:`explorer.cli`)."""

@@ -1,0 +1,309 @@
+"""Datasets: built-ins that never download, readers for this field's file formats, splits.
+
+Built-ins
+  ``digits``        scikit-learn's bundled 8×8 digits: 1,797 × 64 float32, labels 0–9 (default).
+  ``synthetic``     a seeded Gaussian mixture with labels; n, d and clusters configurable.
+  ``fashion-mnist`` 70,000 × 784 images from Debian's ``dataset-fashion-mnist`` package
+                    (IDX files in /usr/share/datasets/fashion-mnist), read only if installed.
+
+Readers (by file extension): ``.fvecs`` / ``.ivecs`` / ``.bvecs`` (TEXMEX format: each vector is
+an int32 dimension followed by d values; memory-mapped, so a 1M×128 file is not read whole),
+IDX (MNIST format, optionally ``.gz``) and ``.npy`` (memory-mapped). A malformed file raises
+:class:`~explorer.errors.DataFileError` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFileError, InvalidParameter
+from .validation import check_int, check_labels, check_vectors
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+BUILTINS = ("digits", "synthetic", "fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Vectors to quantize, with optional labels and queries.
+
+    base: (n, d) float32 (may be a read-only memory map); labels: (n,) int64 or None;
+    queries: (nq, d) float32 or None; query_labels: (nq,) or None; image_shape: (h, w) when
+    the vectors are images (digits 8×8, Fashion-MNIST 28×28), so image models can reshape them.
+    """
+
+    name: str
+    base: np.ndarray
+    labels: np.ndarray | None = None
+    queries: np.ndarray | None = None
+    query_labels: np.ndarray | None = None
+    image_shape: tuple[int, int] | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.base.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
+
+    def __repr__(self) -> str:
+        q = "none" if self.queries is None else str(len(self.queries))
+        return (f"Dataset({self.name!r}, base={self.base.shape}, labels={'yes' if self.labels is not None else 'no'}, "
+                f"queries={q})")
+
+
+# --------------------------------------------------------------------------- built-ins
+def load_digits() -> Dataset:
+    """scikit-learn's bundled digits (no download): 1,797 × 64 float32 in [0, 16], labels 0–9."""
+    from sklearn.datasets import load_digits as _load
+    bunch = _load()
+    return Dataset("digits", bunch.data.astype(np.float32), bunch.target.astype(np.int64), image_shape=(8, 8))
+
+
+def make_synthetic(n: int = 5000, d: int = 32, n_clusters: int = 20, *, spread: float = 0.5,
+                   random_state: int = 0) -> Dataset:
+    """A seeded Gaussian mixture: ``n_clusters`` centres ~ N(0, I_d), points = centre + spread·N(0, I_d).
+
+    Returns ``n`` × ``d`` float32 vectors with their cluster as the label.
+    """
+    n = check_int(n, "n", low=1)
+    d = check_int(d, "d", low=1)
+    n_clusters = check_int(n_clusters, "n_clusters", low=1)
+    rng = np.random.default_rng(random_state)
+    centres = rng.standard_normal((n_clusters, d)).astype(np.float32)
+    labels = rng.integers(0, n_clusters, size=n)
+    X = centres[labels] + spread * rng.standard_normal((n, d)).astype(np.float32)
+    return Dataset("synthetic", X.astype(np.float32), labels.astype(np.int64))
+
+
+def load_fashion_mnist(directory: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
+    """Fashion-MNIST's 70,000 images (train then test) as 784-d float32 in [0, 1], labels 0–9.
+
+    Read from the IDX files of Debian's ``dataset-fashion-mnist``; never downloaded.
+    """
+    directory = Path(directory)
+    parts = []
+    for split in ("train", "t10k"):
+        images = directory / f"{split}-images-idx3-ubyte.gz"
+        labels = directory / f"{split}-labels-idx1-ubyte.gz"
+        if not images.exists() or not labels.exists():
+            raise DataFileError(
+                f"Fashion-MNIST is not installed (no {images}); install it with "
+                "'sudo apt-get install dataset-fashion-mnist' (listed in binder/apt.txt), "
+                "or use --data digits"
+            )
+        parts.append((read_idx(images), read_idx(labels)))
+    X = np.concatenate([p[0] for p in parts]).reshape(-1, 28 * 28).astype(np.float32) / 255.0
+    y = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    return Dataset("fashion-mnist", X, y, image_shape=(28, 28))
+
+
+# --------------------------------------------------------------------------- readers
+def _vecs_mmap(path: Path, value_dtype: np.dtype, itemsize: int) -> np.ndarray:
+    """Memory-map a TEXMEX file whose records are [int32 d][d values of ``itemsize`` bytes]."""
+    size = path.stat().st_size
+    if size < 4:
+        raise DataFileError(f"{path}: file is {size} bytes, too short to hold a vector header; is it truncated?")
+    d = int(np.fromfile(path, dtype="<i4", count=1)[0])
+    if d <= 0 or d > 1 << 20:
+        raise DataFileError(f"{path}: first record declares dimension {d}; not a {path.suffix} file (wrong format or byte order?)")
+    record = 4 + d * itemsize
+    if size % record:
+        raise DataFileError(
+            f"{path}: size {size} bytes is not a multiple of the record size {record} (4 + {d}×{itemsize}); "
+            "the file is truncated or its vectors have inconsistent dimensions"
+        )
+    n = size // record
+    raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, record))
+    dims = raw[:, :4].copy().view("<i4").ravel() if n <= 100_000 else None
+    if dims is None:  # check a strided sample of headers without touching the whole file
+        idx = np.unique(np.linspace(0, n - 1, num=10_000).astype(np.int64))
+        dims = raw[idx, :4].copy().view("<i4").ravel()
+    if (dims != d).any():
+        bad = int(np.flatnonzero(dims != d)[0])
+        raise DataFileError(f"{path}: inconsistent dimensions (record 0 says {d}, another says {dims[bad]}); the file is corrupt")
+    return np.ndarray((n, d), dtype=value_dtype, buffer=raw, offset=4, strides=(record, itemsize))
+
+
+def read_fvecs(path) -> np.ndarray:
+    """(n, d) float32 read-only memory map of an ``.fvecs`` file."""
+    return _vecs_mmap(Path(path), np.dtype("<f4"), 4)
+
+
+def read_ivecs(path) -> np.ndarray:
+    """(n, d) int32 read-only memory map of an ``.ivecs`` file (e.g. ground-truth ids)."""
+    return _vecs_mmap(Path(path), np.dtype("<i4"), 4)
+
+
+def read_bvecs(path) -> np.ndarray:
+    """(n, d) uint8 read-only memory map of a ``.bvecs`` file (SIFT1B style)."""
+    return _vecs_mmap(Path(path), np.dtype(np.uint8), 1)
+
+
+def write_vecs(path, X: np.ndarray) -> None:
+    """Write X (n, d) as .fvecs (float32), .ivecs (int32) or .bvecs (uint8), by extension."""
+    path = Path(path)
+    dtype = {".fvecs": "<f4", ".ivecs": "<i4", ".bvecs": np.uint8}.get(path.suffix)
+    if dtype is None:
+        raise InvalidParameter(f"path {path} must end in .fvecs, .ivecs or .bvecs")
+    X = np.asarray(X)
+    n, d = X.shape
+    itemsize = np.dtype(dtype).itemsize
+    rec = np.empty((n, 4 + d * itemsize), dtype=np.uint8)
+    rec[:, :4] = np.full((n, 1), d, dtype="<i4").view(np.uint8)
+    rec[:, 4:] = np.ascontiguousarray(X.astype(dtype)).view(np.uint8).reshape(n, -1)
+    _atomic_write_bytes(path, rec.tobytes())
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path) -> np.ndarray:
+    """Array stored in an IDX file (MNIST format: magic 0x0000 TT ND, ND big-endian int32 sizes, data),
+    plain or gzipped. Returns the array in its native shape, e.g. (60000, 28, 28) uint8."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DataFileError(f"{path}: cannot read ({exc})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise DataFileError(f"{path}: bad IDX magic number {data[:4].hex() if data else 'empty file'}; not an IDX file")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataFileError(f"{path}: IDX header declares {ndim} dimensions but the file ends at {len(data)} bytes")
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise DataFileError(f"{path}: IDX shape {shape} needs {expected} data bytes but the file has {len(data) - header}; "
+                            "it is truncated or corrupt")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """Write an array as IDX (gzipped when ``path`` ends in .gz)."""
+    path = Path(path)
+    array = np.asarray(array)
+    code = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C,
+            np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}[array.dtype]
+    body = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">i4").tobytes()
+    body += array.astype(array.dtype.newbyteorder(">")).tobytes()
+    _atomic_write_bytes(path, gzip.compress(body) if path.suffix == ".gz" else body)
+
+
+def read_npy(path) -> np.ndarray:
+    """Array in a ``.npy`` file, memory-mapped read-only."""
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"{path}: not a readable .npy file ({exc})") from None
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: no half-written file is left."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_vectors(path) -> np.ndarray:
+    """Read a vector file by its extension: .fvecs, .ivecs, .bvecs, .npy, .idx/.idx3-ubyte/.gz (IDX).
+
+    Returns an (n, d) array (memory-mapped where the format allows); IDX images are flattened.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file; give a path to an .fvecs, .ivecs, .bvecs, .npy or IDX file, "
+                            f"or one of the built-in datasets: {', '.join(BUILTINS)}")
+    name = path.name.lower()
+    if name.endswith(".fvecs"):
+        arr = read_fvecs(path)
+    elif name.endswith(".ivecs"):
+        arr = read_ivecs(path)
+    elif name.endswith(".bvecs"):
+        arr = read_bvecs(path)
+    elif name.endswith(".npy"):
+        arr = read_npy(path)
+    elif "idx" in name or name.endswith("-ubyte") or name.endswith("-ubyte.gz"):
+        arr = read_idx(path)
+    else:
+        raise DataFileError(f"{path}: unknown format; supported extensions are .fvecs, .ivecs, .bvecs, .npy and IDX")
+    if arr.ndim == 1:
+        return arr
+    return arr.reshape(arr.shape[0], -1)
+
+
+# --------------------------------------------------------------------------- entry point
+def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLike | None = None,
+         queries: str | os.PathLike | None = None, **options) -> Dataset:
+    """Load a built-in dataset by name or vectors from a file.
+
+    name_or_path: "digits" (default), "synthetic" (``options``: n, d, n_clusters, spread,
+        random_state), "fashion-mnist", or a path readable by :func:`read_vectors`.
+    labels: optional path to per-vector labels (.npy, .ivecs or IDX).
+    queries: optional path to query vectors in any supported format.
+    File-backed bases stay memory-mapped; they are converted to float32 in batches by consumers.
+    """
+    key = str(name_or_path)
+    if key == "digits":
+        ds = load_digits()
+    elif key == "synthetic":
+        ds = make_synthetic(**options)
+    elif key in ("fashion-mnist", "fashion_mnist"):
+        ds = load_fashion_mnist()
+    elif os.path.sep in key or Path(key).suffix or Path(key).exists():
+        base = read_vectors(key)
+        if base.ndim != 2:
+            raise DataFileError(f"{key}: holds a {base.ndim}-D array; vectors must be 2-D (n, d)")
+        ds = Dataset(Path(key).stem, base)
+    else:
+        raise InvalidParameter(f"unknown dataset {key!r}; use one of {', '.join(BUILTINS)} or a path to a vector file")
+    if options and key != "synthetic":
+        raise InvalidParameter(f"options {sorted(options)} only apply to the synthetic dataset")
+    if labels is not None:
+        lab = np.asarray(read_vectors(labels)).reshape(-1)
+        ds = replace(ds, labels=check_labels(lab, ds.n, "labels"))
+    if queries is not None:
+        q = read_vectors(queries)
+        if q.ndim != 2 or q.shape[1] != ds.dim:
+            raise DataFileError(f"{queries}: queries have shape {q.shape} but the base vectors have d={ds.dim}")
+        ds = replace(ds, queries=q)
+    return ds
+
+
+def split_queries(ds: Dataset, n_queries: int = 200, *, random_state: int = 0) -> Dataset:
+    """Hold out ``n_queries`` base vectors (seeded) as queries; they leave the base.
+
+    A dataset that already has queries is returned unchanged.
+    """
+    if ds.queries is not None:
+        return ds
+    n_queries = check_int(n_queries, "n_queries", low=1, high=ds.n - 1, fix="keep at least one base vector")
+    rng = np.random.default_rng(random_state)
+    held = np.zeros(ds.n, dtype=bool)
+    held[rng.choice(ds.n, size=n_queries, replace=False)] = True
+    base = np.asarray(ds.base)
+    lab = ds.labels
+    return replace(ds, base=base[~held], queries=base[held],
+                   labels=None if lab is None else lab[~held], query_labels=None if lab is None else lab[held])
+
+
+def ground_truth(ds: Dataset, k: int = 100) -> np.ndarray:
+    """(nq, k) int64 ids of each query's exact nearest base vectors by L2 (faiss ``IndexFlatL2``)."""
+    from .search import exact_knn
+    if ds.queries is None:
+        raise InvalidParameter("the dataset has no queries; call split_queries(ds, n_queries) first")
+    return exact_knn(check_vectors(ds.base, "base"), check_vectors(ds.queries, "queries"), k)[1]

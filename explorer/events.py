@@ -1,0 +1,328 @@
+"""Typed training events, and the small subscribers every front end builds on.
+
+A training run emits, in order: one :class:`FitStarted`, any number of :class:`Step` (and
+method-specific :class:`Note`), then exactly one of :class:`FitFinished` or :class:`FitFailed`.
+A *callback* is any callable taking one event. It may return :data:`STOP` to ask training to
+end after the current step; another thread can do the same through a :class:`StopSignal`.
+
+Payloads are plain floats, dicts and small numpy arrays, so ``event.to_dict()`` is JSON-ready.
+Heavy payloads (the sub-vector sample for embedding views) are built only when a subscriber
+asks for them by carrying a ``sample_every`` attribute (in steps).
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+STOP = "stop"
+"""Return value with which a callback asks the run to stop after the current step."""
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return value
+
+
+class _Event:
+    kind: str = "event"
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of every field, with ``kind`` first."""
+        out = {"kind": self.kind}
+        out.update({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
+        return out
+
+
+@dataclass(frozen=True)
+class FitStarted(_Event):
+    """Training began: ``method`` name, its ``params`` and the data shape (n_samples × dim)."""
+
+    method: str
+    params: dict
+    n_samples: int
+    dim: int
+    n_subspaces: int
+    n_codewords: int
+    kind = "fit_started"
+
+
+@dataclass(frozen=True)
+class EmbeddingSample(_Event):
+    """A sample of sub-vectors for the subspace embedding views.
+
+    subvectors: (M, s, sub_dim) float32, the sample's sub-vectors in each subspace.
+    codes: (s, M) int64, the codeword each one is assigned to.
+    codebooks: (M, K, sub_dim) float32, the codewords at that step.
+    """
+
+    subvectors: np.ndarray
+    codes: np.ndarray
+    codebooks: np.ndarray
+    kind = "embedding_sample"
+
+
+@dataclass(frozen=True)
+class Step(_Event):
+    """One training step (a Lloyd iteration, an epoch or a sampling stage: the method says).
+
+    losses: loss terms by name; ``"total"`` is the objective being minimised.
+    usage: (M, K) int64, how many training vectors each codeword received this step.
+    perplexity: (M,) float, exp(entropy) of each subspace's usage distribution, in codewords.
+    dead_codes: (M,) int, codewords with zero usage.
+    soft_hard: for methods with soft codes, ``{"gap": mean squared distance between soft and
+        hard reconstructions, "agreement": fraction of argmax(soft) == hard code}``; else None.
+    sample: an :class:`EmbeddingSample` when a subscriber asked for one this step; else None.
+    elapsed: seconds since the fit started.
+    """
+
+    step: int
+    losses: dict
+    usage: np.ndarray
+    perplexity: np.ndarray
+    dead_codes: np.ndarray
+    soft_hard: dict | None = None
+    sample: EmbeddingSample | None = None
+    elapsed: float = 0.0
+    kind = "step"
+
+    @property
+    def loss(self) -> float:
+        """The objective: ``losses["total"]`` when present, else the sum of all terms."""
+        if "total" in self.losses:
+            return float(self.losses["total"])
+        return float(sum(self.losses.values()))
+
+
+@dataclass(frozen=True)
+class Note(_Event):
+    """A method-specific milestone (e.g. FPPQ's label generation), with a plain-data payload."""
+
+    step: int
+    topic: str
+    message: str
+    data: dict = field(default_factory=dict)
+    kind = "note"
+
+
+@dataclass(frozen=True)
+class FitFinished(_Event):
+    """Training ended normally or by a stop request; the model is usable either way."""
+
+    steps: int
+    stopped: bool
+    seconds: float
+    metrics: dict
+    kind = "fit_finished"
+
+
+@dataclass(frozen=True)
+class FitFailed(_Event):
+    """Training raised; ``error`` is the exception's type and message. The exception propagates."""
+
+    steps: int
+    error: str
+    kind = "fit_failed"
+
+
+Callback = Callable[[Any], Any]
+
+
+class StopSignal:
+    """Thread-safe stop request: ``signal.set()`` from any thread ends the run after its step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def __call__(self, event) -> str | None:  # usable as a callback too
+        return STOP if self._event.is_set() else None
+
+
+class Recorder:
+    """Keeps the run's events: the last ``max_steps`` steps (a ring buffer), plus the start,
+    the notes (last ``max_notes``) and the end. Memory stays bounded however long training runs.
+    """
+
+    def __init__(self, max_steps: int = 1000, max_notes: int = 100) -> None:
+        self.started: FitStarted | None = None
+        self.steps: collections.deque[Step] = collections.deque(maxlen=max_steps)
+        self.notes: collections.deque[Note] = collections.deque(maxlen=max_notes)
+        self.finished: FitFinished | FitFailed | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        with self._lock:
+            if isinstance(event, Step):
+                self.steps.append(event)
+            elif isinstance(event, Note):
+                self.notes.append(event)
+            elif isinstance(event, FitStarted):
+                self.started = event
+                self.steps.clear()
+                self.notes.clear()
+                self.finished = None
+            elif isinstance(event, (FitFinished, FitFailed)):
+                self.finished = event
+
+    @property
+    def last(self) -> Step | None:
+        with self._lock:
+            return self.steps[-1] if self.steps else None
+
+    def history(self) -> list[dict]:
+        """One small dict per recorded step: step, loss, every loss term, mean perplexity, dead codes."""
+        with self._lock:
+            steps = list(self.steps)
+        out = []
+        for s in steps:
+            row = {"step": s.step, "loss": s.loss, "perplexity_mean": float(np.mean(s.perplexity)),
+                   "dead_codes": int(np.sum(s.dead_codes)), "elapsed": s.elapsed}
+            row.update({f"loss_{k}": float(v) for k, v in s.losses.items() if k != "total"})
+            if s.soft_hard:
+                row.update({f"soft_hard_{k}": float(v) for k, v in s.soft_hard.items()})
+            out.append(row)
+        return out
+
+
+class Throttle:
+    """Forwards step events to ``callback`` at most once per ``interval`` seconds.
+
+    Every non-step event passes at once; before a finish event the newest held-back step is
+    flushed, so the subscriber always sees the final state. Use it to keep redraws to a few
+    per second. ``sample_every`` of the wrapped callback is passed through.
+    """
+
+    def __init__(self, callback: Callback, interval: float = 0.25, clock=time.monotonic) -> None:
+        self.callback = callback
+        self.interval = float(interval)
+        self._clock = clock
+        self._last = -float("inf")
+        self._pending: Step | None = None
+        if hasattr(callback, "sample_every"):
+            self.sample_every = callback.sample_every
+
+    def __call__(self, event):
+        if isinstance(event, Step):
+            now = self._clock()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._pending = None
+                return self.callback(event)
+            self._pending = event
+            return None
+        if isinstance(event, (FitFinished, FitFailed)) and self._pending is not None:
+            self.callback(self._pending)
+            self._pending = None
+        return self.callback(event)
+
+
+def usage_counts(codes: np.ndarray, n_codewords: int) -> np.ndarray:
+    """(M, K) int64 counts of each code in ``codes`` (n, M)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    n_sub = codes.shape[1]
+    flat = codes + np.arange(n_sub, dtype=np.int64)[None, :] * n_codewords
+    return np.bincount(flat.ravel(), minlength=n_sub * n_codewords).reshape(n_sub, n_codewords)
+
+
+def perplexity_from_usage(usage: np.ndarray) -> np.ndarray:
+    """(M,) exp(entropy) of each row of ``usage`` (M, K) taken as a distribution; 1 ≤ value ≤ K."""
+    usage = np.asarray(usage, dtype=np.float64)
+    total = usage.sum(axis=1, keepdims=True)
+    p = usage / np.maximum(total, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return np.exp(ent)
+
+
+class TrainingRun:
+    """What a method's training loop talks to: emits events, hears stop requests.
+
+    Methods call :meth:`step` once per iteration/epoch with their loss terms and this step's
+    codes (or usage counts), and stop looping when it returns False. Nothing is computed for
+    events when there are no callbacks, so an unobserved fit pays almost nothing.
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] = (), stop: StopSignal | threading.Event | None = None):
+        self.callbacks = [cb for cb in callbacks if cb is not None]
+        self._stop = stop
+        self.stopped = False
+        self.steps = 0
+        self._t0 = time.perf_counter()
+        periods = [int(getattr(cb, "sample_every", 0) or 0) for cb in self.callbacks]
+        periods = [p for p in periods if p > 0]
+        self.sample_every = min(periods) if periods else 0
+
+    def emit(self, event) -> None:
+        for cb in self.callbacks:
+            if cb(event) == STOP:
+                self.stopped = True
+
+    @property
+    def observed(self) -> bool:
+        return bool(self.callbacks)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def stop_requested(self) -> bool:
+        if self._stop is not None and self._stop.is_set():
+            self.stopped = True
+        return self.stopped
+
+    def wants_sample(self, step: int) -> bool:
+        return self.sample_every > 0 and step % self.sample_every == 0
+
+    def step(self, step: int, losses: dict, *, n_codewords: int, codes: np.ndarray | None = None,
+             usage: np.ndarray | None = None, soft_hard: dict | None = None,
+             sample: Callable[[], EmbeddingSample] | None = None) -> bool:
+        """Report one step; return True to continue, False when a stop was requested.
+
+        Give either ``codes`` (n, M) assigned this step or ``usage`` (M, K) counts. ``sample``
+        is a zero-argument function building an :class:`EmbeddingSample`; it is called only
+        when a subscriber asked for samples at this step.
+        """
+        self.steps = step
+        if self.callbacks:
+            if usage is None:
+                usage = usage_counts(codes, n_codewords)
+            usage = np.asarray(usage)
+            event = Step(
+                step=step,
+                losses={k: float(v) for k, v in losses.items()},
+                usage=usage,
+                perplexity=perplexity_from_usage(usage),
+                dead_codes=(usage == 0).sum(axis=1),
+                soft_hard=None if soft_hard is None else {k: float(v) for k, v in soft_hard.items()},
+                sample=sample() if (sample is not None and self.wants_sample(step)) else None,
+                elapsed=self.elapsed,
+            )
+            self.emit(event)
+        return not self.stop_requested()
+
+    def note(self, topic: str, message: str, **data) -> None:
+        """Emit a method-specific :class:`Note` (cheap; skipped when nobody listens)."""
+        if self.callbacks:
+            self.emit(Note(step=self.steps, topic=topic, message=message, data={k: _plain(v) for k, v in data.items()}))

@@ -1,0 +1,253 @@
+"""The :class:`Quantizer` base every method derives from, and the CLI option record.
+
+A method file subclasses :class:`Quantizer`, sets ``name`` (its registry key), writes
+``__init__`` with its hyper-parameters (stored unchanged, scikit-learn style) and ``_fit``; the
+base class does validation, events, encoding, decoding, ADC search and faiss export.
+
+Spaces: ``transform(X)`` maps input vectors (n, d) into the space where the codebooks live
+(n, D): identity for PQ, a rotation for OPQ, a network for the deep methods. ``codebooks_`` are
+(M, K, D/M) in that space. ``decode`` maps codes back to the input space when the transform is
+invertible (PQ, OPQ) and otherwise returns the reconstruction in the embedding space.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..errors import InvalidParameter, InvalidType
+from ..events import FitFailed, FitFinished, FitStarted, EmbeddingSample, StopSignal, TrainingRun
+from ..validation import check_codes, check_labels, check_pq_shape, check_vectors, code_dtype
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method-specific CLI flag, e.g. ``Option("--no-gini", "gini", "turn the Gini terms off", const=False)``.
+
+    ``type`` converts a value (``--lambda-cd 0``); when ``type`` is None the flag takes no value
+    and stores ``const``. The CLI refuses a flag that the chosen method does not declare.
+    """
+
+    flag: str
+    param: str
+    help: str
+    type: Callable | None = None
+    const: Any = True
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Return a usable torch device; ``"auto"`` picks cuda, then mps, then cpu.
+
+    Asking for an accelerator torch cannot see raises :class:`InvalidParameter` naming the fix.
+    """
+    name = str(device or "cpu")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidParameter(f"device={name!r} but torch sees no CUDA GPU; use device='cpu' or 'auto'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise InvalidParameter("device='mps' but torch sees no Apple GPU; use device='cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InvalidParameter(f"device={name!r} is not a torch device; use 'cpu', 'cuda', 'mps' or 'auto'") from None
+
+
+class Quantizer:
+    """Base of every quantizer: ``fit(X, y=None, callbacks=())`` → self, ``encode``, ``decode``.
+
+    Class attributes a method sets:
+      name: registry key used by the CLI and the dashboard ("pq", "opq", "dpq", ...).
+      title / paper: human-readable name and citation, shown in views and reports.
+      supervised: ``fit`` requires class labels ``y``.
+      has_soft_codes: steps report ``soft_hard`` (the soft-vs-hard view plots it).
+      cli_options: the method's own CLI flags (:class:`Option`).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    supervised: ClassVar[bool] = False
+    has_soft_codes: ClassVar[bool] = False
+    cli_options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, random_state: int = 0, device: str = "cpu"):
+        self.n_subspaces = n_subspaces
+        self.n_codewords = n_codewords
+        self.random_state = random_state
+        self.device = device
+
+    # ----------------------------------------------------------------- parameters
+    @classmethod
+    def param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind != inspect.Parameter.VAR_KEYWORD]
+
+    def get_params(self) -> dict:
+        """Hyper-parameters as given to ``__init__`` (scikit-learn convention)."""
+        return {p: getattr(self, p) for p in self.param_names()}
+
+    def set_params(self, **params) -> "Quantizer":
+        names = self.param_names()
+        for key, value in params.items():
+            if key not in names:
+                raise InvalidParameter(f"{type(self).__name__} has no parameter {key!r}; valid: {', '.join(names)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def planned_steps(self) -> int | None:
+        """How many steps a full fit takes (for progress bars), when the method knows."""
+        return getattr(self, "n_iter", None) or getattr(self, "epochs", None)
+
+    def extra_report(self, ds, evaluation: dict) -> dict:
+        """Method-specific keys added to the ``pqx train`` JSON report (e.g. DPQ's per-LUT mAP)."""
+        return {}
+
+    @property
+    def bits(self) -> int:
+        """Code length in bits: M · ceil(log2 K)."""
+        return int(self.n_subspaces * int(np.ceil(np.log2(self.n_codewords))))
+
+    # ----------------------------------------------------------------- training
+    def fit(self, X, y=None, *, callbacks: Iterable[Callable] = (), stop: StopSignal | None = None) -> "Quantizer":
+        """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised methods); return self.
+
+        ``callbacks`` receive the events of :mod:`explorer.events`; ``stop`` (a
+        :class:`StopSignal` or ``threading.Event``) ends training after the current step,
+        leaving a usable model with ``stopped_ = True``.
+        """
+        X = check_vectors(X, "X")
+        y = check_labels(y, X.shape[0], "y")
+        if self.supervised and y is None:
+            raise InvalidParameter(f"method {self.name!r} is supervised: pass class labels y (one per vector) to fit")
+        self._validate(X, y)
+        self.device_ = resolve_device(self.device)
+        self.dim_ = X.shape[1]
+        run = TrainingRun(callbacks, stop)
+        if run.observed:
+            run.emit(FitStarted(method=self.name, params=self.get_params(), n_samples=X.shape[0], dim=X.shape[1],
+                                n_subspaces=self.n_subspaces, n_codewords=self.n_codewords))
+        t0 = time.perf_counter()
+        try:
+            self._fit(X, y, run)
+        except Exception as exc:
+            run.emit(FitFailed(steps=run.steps, error=f"{type(exc).__name__}: {exc}"))
+            raise
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.n_steps_ = run.steps
+        self.stopped_ = run.stopped
+        if run.observed:
+            run.emit(FitFinished(steps=run.steps, stopped=run.stopped, seconds=self.fit_seconds_,
+                                 metrics=self._final_metrics(X, y)))
+        return self
+
+    def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
+        """Check hyper-parameters against the data; methods with an embedding override the dim check."""
+        check_pq_shape(X.shape[0], X.shape[1], self.n_subspaces, self.n_codewords)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray | None, run: TrainingRun) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement _fit")  # pragma: no cover
+
+    def _final_metrics(self, X: np.ndarray, y: np.ndarray | None) -> dict:
+        codes = self.encode(X)
+        return {"distortion": self.embedding_distortion(X, codes)}
+
+    # ----------------------------------------------------------------- helpers for subclasses
+    def _generators(self) -> tuple[torch.Generator, np.random.Generator]:
+        """Seeded torch and numpy generators from ``random_state`` (also seeds torch's global RNG
+        for layers that draw from it, such as dropout and parameter init)."""
+        seed = int(self.random_state or 0)
+        torch.manual_seed(seed)
+        return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+    def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
+        """An :class:`EmbeddingSample` of ≤ ``size`` rows of embedded vectors ``Z`` (n, D), fixed rows."""
+        rows = np.linspace(0, len(Z) - 1, num=min(size, len(Z))).astype(np.int64)
+        Zs = np.asarray(Z[rows], dtype=np.float32)
+        codes = self._encode_embedded(Zs)
+        M = self.n_subspaces
+        sub = Zs.reshape(len(Zs), M, -1).transpose(1, 0, 2).copy()
+        return EmbeddingSample(subvectors=sub, codes=codes.astype(np.int64), codebooks=np.array(self.codebooks_))
+
+    # ----------------------------------------------------------------- inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "codebooks_"):
+            raise InvalidParameter(f"this {type(self).__name__} is not fitted yet; call fit(X) first")
+
+    def _check_input(self, X, name: str = "X") -> np.ndarray:
+        self._check_fitted()
+        X = check_vectors(X, name)
+        if X.shape[1] != self.dim_:
+            raise InvalidType(f"{name} has dimension {X.shape[1]} but the quantizer was fitted on d={self.dim_}; "
+                              "pass vectors of the training dimension")
+        return X
+
+    def transform(self, X) -> np.ndarray:
+        """Vectors (n, d) → the codebooks' space (n, D), float32. Identity here."""
+        return self._check_input(X)
+
+    def _encode_embedded(self, Z: np.ndarray) -> np.ndarray:
+        """Codes (n, M) of embedded vectors (n, D): nearest codeword per sub-vector (the PQ rule)."""
+        from ..kmeans import assign_nearest, split_into_subspaces
+        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
+        batch = 65536
+        for start in range(0, len(Z), batch):
+            Zs = split_into_subspaces(torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)), self.n_subspaces)
+            assign, _ = assign_nearest(Zs, C)
+            out[start:start + batch] = assign.T.numpy()
+        return out
+
+    def encode(self, X) -> np.ndarray:
+        """Codes (n, M), uint8 when K ≤ 256 else uint16: codeword index per subspace."""
+        return self._encode_embedded(self.transform(X))
+
+    def reconstruct(self, codes) -> np.ndarray:
+        """Codes (n, M) → reconstructions (n, D) in the codebooks' space: the chosen codewords side by side."""
+        self._check_fitted()
+        codes = check_codes(codes, self.n_subspaces, self.n_codewords)
+        C = np.asarray(self.codebooks_)
+        return C[np.arange(self.n_subspaces)[None, :], codes].reshape(len(codes), -1).astype(np.float32)
+
+    def decode(self, codes) -> np.ndarray:
+        """Codes (n, M) → vectors (n, d) in the input space (the embedding space for deep methods)."""
+        return self.reconstruct(codes)
+
+    def embedding_distortion(self, X, codes=None) -> float:
+        """Mean squared error ||transform(x) − reconstruct(code)||², summed over dims, averaged over X."""
+        Z = self.transform(X)
+        codes = self._encode_embedded(Z) if codes is None else codes
+        return metrics.distortion(Z, self.reconstruct(codes))
+
+    def distance_tables(self, queries) -> np.ndarray:
+        """Asymmetric distance tables (nq, M, K): squared L2 from each query sub-vector to each codeword."""
+        Q = self.transform(queries)
+        nq = len(Q)
+        Qs = torch.from_numpy(Q).reshape(nq, self.n_subspaces, -1).permute(1, 0, 2)  # (M, nq, ds)
+        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        d2 = torch.cdist(Qs, C).pow_(2)  # (M, nq, K)
+        return d2.permute(1, 0, 2).contiguous().numpy()
+
+    def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors."""
+        from ..search import adc_search
+        return adc_search(self.distance_tables(queries), codes, k)
+
+    def to_faiss(self):
+        """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
+        from ..search import to_faiss
+        return to_faiss(self)

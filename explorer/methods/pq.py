@@ -1,0 +1,101 @@
+"""Product quantization (Jégou, Douze & Schmid, "Product Quantization for Nearest Neighbor
+Search", TPAMI 2011).
+
+The d-dimensional space is cut into M sub-spaces of d/M dimensions; each gets K codewords by
+k-means on its sub-vectors; a vector is stored as the M indices of its nearest codewords.
+faiss's ``ProductQuantizer`` is the reference: same initialisation (K distinct random training
+points per subspace), same empty-cluster repair, same training subsample (at most
+``max_points_per_codeword`` · K vectors), 25 Lloyd iterations by default.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import InvalidParameter
+from ..kmeans import init_random_points, lloyd, split_into_subspaces
+from . import register
+from .base import Option, Quantizer
+
+
+def subsample(X: np.ndarray, max_points: int | None, rng: np.random.Generator) -> np.ndarray:
+    """At most ``max_points`` rows of X (n, d), drawn without replacement (faiss's training cap)."""
+    if max_points is None or len(X) <= max_points:
+        return X
+    return X[np.sort(rng.choice(len(X), size=max_points, replace=False))]
+
+
+@register
+class PQ(Quantizer):
+    """Product quantizer trained with batched Lloyd k-means.
+
+    Parameters
+    ----------
+    n_subspaces : M, number of sub-spaces; must divide d.
+    n_codewords : K, codewords per sub-space (K ≤ 65536; K ≤ 256 gives uint8 codes).
+    n_iter : Lloyd iterations; each one is a training step (one event).
+    init : ``"random"`` (faiss: K distinct training points) or ``"narrow"`` — every codeword
+        starts at the same training sub-vector plus tiny noise, a deliberately bad start used to
+        teach codebook collapse.
+    repair_empty : give empty clusters a split of a populous one after each iteration (faiss
+        does); switch off to watch a bad start stay collapsed.
+    max_points_per_codeword : train on at most this many · K vectors (faiss: 256); None = all.
+
+    Fitted attributes: ``codebooks_`` (M, K, d/M) float32.
+    """
+
+    name = "pq"
+    title = "Product quantization"
+    paper = "Jégou, Douze & Schmid, TPAMI 2011"
+    cli_options = (
+        Option("--init", "init", "codebook initialisation: random (faiss) or narrow (bad start, for collapse demos)", type=str),
+        Option("--no-repair", "repair_empty", "do not repair empty clusters", const=False),
+    )
+
+    def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, n_iter: int = 25, init: str = "random",
+                 repair_empty: bool = True, max_points_per_codeword: int | None = 256, random_state: int = 0,
+                 device: str = "cpu"):
+        super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
+        self.n_iter = n_iter
+        self.init = init
+        self.repair_empty = repair_empty
+        self.max_points_per_codeword = max_points_per_codeword
+
+    def _validate(self, X, y):
+        super()._validate(X, y)
+        from ..validation import check_int
+        check_int(self.n_iter, "n_iter", low=1)
+        if self.init not in ("random", "narrow"):
+            raise InvalidParameter(f"init={self.init!r} is not known; use 'random' or 'narrow'")
+
+    def _init_codebooks(self, Xs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.init == "narrow":
+            M, n, ds = Xs.shape
+            pick = int(torch.randint(n, (1,), generator=gen))
+            base = Xs[:, pick:pick + 1, :].expand(M, self.n_codewords, ds)
+            scale = 1e-3 * (Xs.std() + 1e-6)
+            return (base + scale * torch.randn((M, self.n_codewords, ds), generator=gen).to(Xs)).contiguous()
+        return init_random_points(Xs, self.n_codewords, gen)
+
+    def _train_codebooks(self, X: np.ndarray, run, *, centroids: torch.Tensor | None = None, n_iter: int | None = None,
+                         step_offset: int = 0, emit: bool = True, rng=None, gen=None) -> torch.Tensor:
+        """Lloyd on X (n, d) from ``centroids`` (or a fresh init); sets ``codebooks_``; returns the centroids."""
+        if gen is None:
+            gen, rng = self._generators()
+        cap = None if self.max_points_per_codeword is None else self.max_points_per_codeword * self.n_codewords
+        Xt = torch.from_numpy(subsample(X, cap, rng)).to(self.device_)
+        Xs = split_into_subspaces(Xt, self.n_subspaces)
+        C = self._init_codebooks(Xs, gen) if centroids is None else centroids
+        self.codebooks_ = C.cpu().numpy()
+        split_rng = rng if self.repair_empty else None
+        for state in lloyd(Xs, C, n_iter or self.n_iter, split_rng):
+            self.codebooks_ = C.cpu().numpy()
+            if emit and not run.step(step_offset + state.iteration, {"total": state.mse}, n_codewords=self.n_codewords,
+                                     usage=state.counts.cpu().numpy().astype(np.int64),
+                                     sample=lambda: self._embedding_sample(X)):
+                break
+        self.codebooks_ = C.cpu().numpy().copy()
+        return C
+
+    def _fit(self, X, y, run):
+        self._train_codebooks(X, run)

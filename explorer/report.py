@@ -1,0 +1,92 @@
+"""Evaluate a fitted quantizer on a dataset and build the JSON report of ``pqx train``.
+
+The report's top-level keys are a stable contract (methods may add keys, never remove):
+method, dataset, n_base, n_queries, dim, subspaces, codewords, bits, distortion, recall_at,
+map, usage, perplexity, dead_codes, collapsed, history, fit_seconds, encode_seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import diagnostics, metrics
+from .data import Dataset, ground_truth
+from .validation import check_vectors
+
+RECALL_AT = (1, 10, 100)
+
+
+def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None) -> dict:
+    """Encode the base, search the queries, and measure.
+
+    Returns distortion (mean ||z − ẑ||² in the codebooks' space), recall_at {"1","10","100"}
+    (1-recall@R against exact L2 neighbours in the input space), map (mAP@all over the whole
+    base, with labels; else None), usage (M, K), perplexity (M), dead_codes (M), collapsed (M),
+    and encode_seconds; also ``codes`` (n, M) for callers that need them.
+    """
+    base = check_vectors(ds.base, "base")
+    t0 = time.perf_counter()
+    codes = quantizer.encode(base)
+    encode_seconds = time.perf_counter() - t0
+    out: dict = {"distortion": quantizer.embedding_distortion(base, codes), "encode_seconds": encode_seconds}
+    if ds.queries is not None:
+        gt = ground_truth(ds, max(RECALL_AT)) if gt is None else gt
+        k = len(base) if ds.labels is not None and ds.query_labels is not None else max(RECALL_AT)
+        _, ranking = quantizer.search(ds.queries, codes, k)
+        out["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
+        out["map"] = (metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
+                      if ds.labels is not None and ds.query_labels is not None else None)
+    else:
+        out["recall_at"] = {str(r): None for r in RECALL_AT}
+        out["map"] = None
+    usage = diagnostics.usage_histogram(codes, quantizer.n_codewords)
+    out["usage"] = usage
+    out["perplexity"] = diagnostics.perplexity(usage)
+    out["dead_codes"] = diagnostics.dead_codes(usage)
+    out["collapsed"] = diagnostics.collapsed_mask(usage)
+    out["codes"] = codes
+    return out
+
+
+def build_report(quantizer, ds: Dataset, history: list[dict], evaluation: dict | None = None) -> dict:
+    """The ``pqx train --json`` report as a JSON-ready dict (see the module docstring)."""
+    ev = evaluate(quantizer, ds) if evaluation is None else evaluation
+    report = {
+        "method": quantizer.name,
+        "dataset": ds.name,
+        "n_base": ds.n,
+        "n_queries": 0 if ds.queries is None else int(len(ds.queries)),
+        "dim": ds.dim,
+        "subspaces": int(quantizer.n_subspaces),
+        "codewords": int(quantizer.n_codewords),
+        "bits": int(quantizer.bits),
+        "distortion": float(ev["distortion"]),
+        "recall_at": ev["recall_at"],
+        "map": ev["map"],
+        "usage": np.asarray(ev["usage"]).tolist(),
+        "perplexity": np.asarray(ev["perplexity"]).tolist(),
+        "dead_codes": np.asarray(ev["dead_codes"]).tolist(),
+        "collapsed": np.asarray(ev["collapsed"]).tolist(),
+        "history": history,
+        "fit_seconds": float(getattr(quantizer, "fit_seconds_", 0.0)),
+        "encode_seconds": float(ev["encode_seconds"]),
+    }
+    report.update(quantizer.extra_report(ds, ev))
+    return report
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> None:
+    """Write JSON through a temporary file and a rename, so no partial file is ever left."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

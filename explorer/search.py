@@ -1,0 +1,155 @@
+"""Search: asymmetric (ADC) and symmetric (SDC) distance search over codes, exact ground truth,
+faiss reference quantizers, and export of our quantizers to faiss indexes.
+
+ADC: the distance from query q to a coded vector with codes (c_1..c_M) is Σ_m T[q, m, c_m],
+where T (nq, M, K) holds squared distances from q's sub-vectors to every codeword.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import InvalidParameter
+from .validation import check_codes, check_int, check_vectors
+
+_BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
+
+
+def _topk_merge(best_d, best_i, d, ids, k):
+    if best_d is None:
+        vals, pos = torch.topk(d, k=min(k, d.shape[1]), dim=1, largest=False)
+        return vals, ids[pos]
+    cat_d = torch.cat([best_d, d], dim=1)
+    all_i = torch.cat([best_i, ids[None, :].expand(len(d), -1)], dim=1)
+    vals, pos = torch.topk(cat_d, k=min(k, cat_d.shape[1]), dim=1, largest=False)
+    return vals, torch.gather(all_i, 1, pos)
+
+
+def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest coded vectors by table look-up.
+
+    tables: (nq, M, K) float32 distance tables; codes: (n, M) integer.
+    Returns (distances (nq, k) float32, ids (nq, k) int64), nearest first; k is capped at n.
+    Scans the base in blocks, so memory is O(nq · block · M) whatever n is.
+    """
+    tables = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32))
+    nq, M, K = tables.shape
+    codes = check_codes(codes, M, K)
+    k = check_int(k, "k", low=1)
+    flat = tables.reshape(nq, M * K)
+    offsets = torch.arange(M, dtype=torch.int64) * K
+    block = max(1, _BLOCK // max(1, nq * M))
+    best_d = best_i = None
+    for start in range(0, len(codes), block):
+        c = torch.from_numpy(codes[start:start + block]) + offsets[None, :]  # (b, M)
+        d = flat[:, c.reshape(-1)].reshape(nq, len(c), M).sum(-1)
+        ids = torch.arange(start, start + len(c), dtype=torch.int64)
+        best_d, best_i = _topk_merge(best_d, best_i, d, ids, k)
+    return best_d.numpy(), best_i.numpy()
+
+
+def sdc_search(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric search: query codes against base codes through codeword-to-codeword tables.
+
+    quantizer: fitted, with ``codebooks_`` (M, K, ds). Returns (distances, ids) as :func:`adc_search`.
+    """
+    C = torch.from_numpy(np.ascontiguousarray(quantizer.codebooks_, dtype=np.float32))
+    pair = torch.cdist(C, C).pow_(2)  # (M, K, K)
+    q = torch.from_numpy(check_codes(query_codes, C.shape[0], C.shape[1]))
+    tables = pair[torch.arange(C.shape[0])[None, :], q]  # (nq, M, K)
+    return adc_search(tables.numpy(), codes, k)
+
+
+def exact_knn(base: np.ndarray, queries: np.ndarray, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by squared L2 (faiss ``IndexFlatL2``): (distances, ids) (nq, k)."""
+    import faiss
+    base = check_vectors(base, "base")
+    queries = check_vectors(queries, "queries")
+    if base.shape[1] != queries.shape[1]:
+        raise InvalidParameter(f"queries have d={queries.shape[1]} but base has d={base.shape[1]}; they must match")
+    index = faiss.IndexFlatL2(base.shape[1])
+    index.add(base)
+    return index.search(queries, min(k, len(base)))
+
+
+def _nbits(n_codewords: int) -> int:
+    nbits = int(np.log2(n_codewords))
+    if 2 ** nbits != n_codewords:
+        raise InvalidParameter(f"faiss needs K to be a power of two; K={n_codewords}. Refit with K in (16, 256, 4096, ...)")
+    return nbits
+
+
+def faiss_pq(d: int, n_subspaces: int, n_codewords: int, codebooks: np.ndarray | None = None):
+    """A faiss ``IndexPQ``; with ``codebooks`` (M, K, d/M) it is loaded with them and ready to add."""
+    import faiss
+    index = faiss.IndexPQ(d, n_subspaces, _nbits(n_codewords))
+    if codebooks is not None:
+        faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), index.pq.centroids)
+        index.is_trained = True
+    return index
+
+
+def faiss_rotation(rotation: np.ndarray):
+    """A trained faiss ``LinearTransform`` computing y = R x for R (d, d)."""
+    import faiss
+    d = rotation.shape[0]
+    lt = faiss.LinearTransform(d, d, False)
+    faiss.copy_array_to_vector(np.ascontiguousarray(rotation, dtype=np.float32).ravel(), lt.A)
+    lt.is_trained = True
+    return lt
+
+
+def to_faiss(quantizer):
+    """faiss index holding a fitted quantizer's codebooks (and rotation), empty and ready to ``add``.
+
+    PQ → ``IndexPQ``; OPQ (has ``rotation_``) → ``IndexPreTransform(LinearTransform, IndexPQ)``.
+    The index encodes with the same nearest-codeword rule, so its codes equal ``encode``'s, and
+    its search distances equal our ADC distances. For the deep methods the index lives in the
+    embedding space: add and search ``quantizer.transform(X)``, not X.
+    """
+    import faiss
+    quantizer._check_fitted()
+    M, K, ds = np.asarray(quantizer.codebooks_).shape
+    pq_index = faiss_pq(M * ds, M, K, quantizer.codebooks_)
+    rotation = getattr(quantizer, "rotation_", None)
+    if rotation is None:
+        return pq_index
+    index = faiss.IndexPreTransform(faiss_rotation(rotation), pq_index)
+    index.is_trained = True
+    index.own_fields = True
+    pq_index.this.disown()
+    return index
+
+
+def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int, *, seed: int = 1234, n_iter: int = 25):
+    """A faiss quantizer index trained on X, for reference rows and parity tests.
+
+    kind: "pq" (IndexPQ), "opq" (OPQMatrix + IndexPQ), "rq" (IndexResidualQuantizer) or
+    "lsq" (IndexLocalSearchQuantizer), each with M codebooks of K codewords (M·log2 K bits).
+    """
+    import faiss
+    X = check_vectors(X, "X")
+    d = X.shape[1]
+    nbits = _nbits(n_codewords)
+    if kind == "pq":
+        index = faiss.IndexPQ(d, n_subspaces, nbits)
+        index.pq.cp.seed = seed
+        index.pq.cp.niter = n_iter
+    elif kind == "opq":
+        opq = faiss.OPQMatrix(d, n_subspaces)
+        index = faiss.IndexPreTransform(opq, faiss.IndexPQ(d, n_subspaces, nbits))
+    elif kind == "rq":
+        index = faiss.IndexResidualQuantizer(d, n_subspaces, nbits)
+    elif kind == "lsq":
+        index = faiss.IndexLocalSearchQuantizer(d, n_subspaces, nbits)
+    else:
+        raise InvalidParameter(f"unknown faiss reference {kind!r}; use pq, opq, rq or lsq")
+    index.train(X)
+    return index
+
+
+def faiss_codes_distortion(index, X: np.ndarray) -> float:
+    """Mean squared reconstruction error of a trained faiss quantizer index on X (n, d)."""
+    codes = index.sa_encode(X)
+    X_hat = index.sa_decode(codes)
+    return float(((X.astype(np.float64) - X_hat) ** 2).sum(axis=1).mean())

@@ -1,0 +1,1 @@
+"""Jupyter views of PQ Explorer: ipywidgets + plotly, driven by :mod:`explorer.events`."""
