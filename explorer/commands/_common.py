@@ -46,6 +46,22 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                 p.add_argument(opt.flag, dest=dest, type=opt.type, default=None, help=f"[{name}] {opt.help}")
 
 
+def fall_back_device(params: dict, prog: str = "pqx") -> dict:
+    """Replace an accelerator torch cannot see (``--device cuda`` / ``mps`` on a machine without one)
+    by ``"cpu"``, saying so in one line on stderr; other device errors are left to the method."""
+    from ..methods.base import resolve_device
+    device = params.get("device")
+    if device is None or not str(device).startswith(("cuda", "mps")):
+        return params
+    try:
+        resolve_device(device)
+    except InvalidParameter:
+        what = "Apple (MPS) GPU" if str(device) == "mps" else "CUDA GPU"
+        sys.stderr.write(f"{prog}: warning: --device {device} but torch sees no {what}; training on cpu instead\n")
+        params["device"] = "cpu"
+    return params
+
+
 def method_params(args, method: str | None = None) -> dict:
     """kwargs for the chosen method from the parsed flags; a flag the method lacks is an error."""
     method = method or args.method
