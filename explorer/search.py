@@ -114,10 +114,10 @@ def to_faiss(quantizer):
     rotation = getattr(quantizer, "rotation_", None)
     if rotation is None:
         return pq_index
+    # faiss's Python wrapper keeps both parts alive through the new index; setting own_fields as
+    # well made C++ free the transform a second time (segfault at exit).
     index = faiss.IndexPreTransform(faiss_rotation(rotation), pq_index)
     index.is_trained = True
-    index.own_fields = True
-    pq_index.this.disown()
     return index
 
 
