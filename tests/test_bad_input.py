@@ -286,3 +286,17 @@ def test_cli_export_bad_input(tmp_path, capsys, argv, fragment):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("device,what", [("cuda", "CUDA GPU"), ("mps", "Apple (MPS) GPU")])
+def test_cli_absent_accelerator_falls_back_to_cpu_with_one_line(tmp_path, capsys, monkeypatch, device, what):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out = tmp_path / "r.json"
+    assert run_cli(["train", "--device", device, "-K", "16", "--iters", "2", "--quiet", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err == f"pqx train: warning: --device {device} but torch sees no {what}; training on cpu instead\n"
+    assert out.exists()
+    with raises(InvalidParameter, f"device={device!r} but torch sees no", "use device='cpu' or 'auto'"):
+        methods.create("pq", n_subspaces=2, n_codewords=4, device=device).fit(np.arange(80, dtype=np.float32).reshape(40, 2))  # library: no silent fallback

@@ -216,7 +216,9 @@ class Quantizer:
             "arrays": {a: np.array(getattr(self, a), copy=True) for a in self.checkpoint_attrs if hasattr(self, a)},
             "rng": {"numpy": None if rng is None else rng.bit_generator.state,
                     "torch": None if gen is None else gen.get_state().clone(),
-                    "torch_global": torch.get_rng_state().clone()},
+                    "torch_global": torch.get_rng_state().clone(),
+                    # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
+                    "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None},
             "extra": self._extra_state(),
         }
 
@@ -279,6 +281,8 @@ class Quantizer:
         if gen is not None and state["rng"]["torch"] is not None:
             gen.set_state(state["rng"]["torch"])
         torch.set_rng_state(state["rng"]["torch_global"])
+        if state["rng"].get("torch_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
 
     def _extra_state(self) -> dict:
         """Method state beyond ``checkpoint_attrs`` (torch methods: model and optimizer ``state_dict()``)."""
