@@ -13,7 +13,7 @@ SMALL = {"n_subspaces": 4, "n_codewords": 16, "n_iter": 2, "epochs": 1}
 
 
 @pytest.fixture(scope="module")
-def digits():
+def digits500():
     ds = data.load_digits()
     return ds.base[:500], ds.labels[:500]
 
@@ -31,8 +31,8 @@ def fit_codes(name, X, y, seed):
 
 
 @pytest.mark.parametrize("name", methods.available())
-def test_same_seed_same_codes(digits, name):
-    X, y = digits
+def test_same_seed_same_codes(digits500, name):
+    X, y = digits500
     first = fit_codes(name, X, y, seed=7)
     # disturb every global generator between the two fits: nothing may depend on them
     np.random.seed(123), np.random.rand(5), torch.manual_seed(99), torch.rand(5)
@@ -41,7 +41,7 @@ def test_same_seed_same_codes(digits, name):
 
 
 @pytest.mark.parametrize("name", ["pq", "opq"])
-def test_the_seed_matters(digits, name):
+def test_the_seed_matters(digits500, name):
     """The test above is not vacuous: another seed gives other codes."""
-    X, y = digits
+    X, y = digits500
     assert not np.array_equal(fit_codes(name, X, y, seed=7), fit_codes(name, X, y, seed=8))

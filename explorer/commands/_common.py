@@ -93,8 +93,10 @@ def method_params(args, method: str | None = None) -> dict:
 class ProgressBar:
     """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second."""
 
-    def __init__(self, total: int | None, stream=sys.stderr, width: int = 30, interval: float = 0.1):
-        self.total, self.stream, self.width, self.interval = total, stream, width, interval
+    def __init__(self, total: int | None, stream=None, width: int = 30, interval: float = 0.1):
+        # stderr is looked up when the bar is made, not when this module is imported, so a
+        # replaced sys.stderr (pytest's capture, a notebook) is honoured
+        self.total, self.stream, self.width, self.interval = total, stream or sys.stderr, width, interval
         self._last = 0.0
 
     def __call__(self, event):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 from .. import methods
 from ..checkpoint import Checkpointer, load_checkpoint
@@ -48,11 +49,15 @@ class _SigintStops:
         self.stop.set()
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handler)
+        # only the main thread may install handlers (cli.main called from a worker thread: leave SIGINT alone)
+        self._active = threading.current_thread() is threading.main_thread()
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
         return False
 
 
