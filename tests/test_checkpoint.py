@@ -134,3 +134,19 @@ def test_cli_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, capsy
     assert cli.main(common[:-1] + ["--seed", "4", "--quiet", "--resume", str(tmp_path / "ck")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "random_state=3 (now 4)" in err
+
+
+def test_a_model_stopped_from_outside_can_be_saved_later_and_resumed(X):
+    """The dashboard's Stop: the fit returns a usable, picklable model; its state_dict taken
+    afterwards still continues to the uninterrupted result."""
+    import pickle
+
+    from explorer.events import Recorder, StopSignal
+    reference = methods.create("pq", **SETTINGS["pq"]).fit(X)
+    stop = StopSignal()
+    q = methods.create("pq", **SETTINGS["pq"])
+    q.fit(X, callbacks=[Recorder(), lambda e: stop.set() if isinstance(e, Step) and e.step == 3 else None], stop=stop)
+    assert q.stopped_ and q.n_steps_ == 3
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(q)).encode(X), q.encode(X))
+    resumed = methods.create("pq", **SETTINGS["pq"]).fit(X, resume=q.state_dict())
+    np.testing.assert_array_equal(resumed.encode(X), reference.encode(X))

@@ -164,6 +164,7 @@ class Quantizer:
             self._fit(X, y, run)
         except Exception as exc:
             run.emit(FitFailed(steps=run.steps, error=f"{type(exc).__name__}: {exc}"))
+            self._run = None
             raise
         finally:
             self._resume_state = None
@@ -173,6 +174,7 @@ class Quantizer:
         if run.observed:
             run.emit(FitFinished(steps=run.steps, stopped=run.stopped, seconds=self.fit_seconds_,
                                  metrics=self._final_metrics(X, y)))
+        self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
 
     def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
@@ -191,7 +193,7 @@ class Quantizer:
     def current_step(self) -> int:
         """Steps completed so far in the running (or last) fit, counting steps before a resume."""
         run = getattr(self, "_run", None)
-        return int(run.steps) if run is not None else int(getattr(self, "n_steps_", 0))
+        return int(run.steps) if run is not None else int(getattr(self, "n_steps_", 0))  # during / after fit
 
     def state_dict(self) -> dict:
         """Everything needed to continue training from the current step, as plain data.
