@@ -435,11 +435,11 @@ class FPPQ(DeepQuantizer):
         if self.label_features == "input":
             return Xt.cpu().numpy()
         was = self.segment_normalize
-        self.model_.segment_normalize = False  # class means of the raw backbone feature F
+        self.segment_normalize = False  # class means of the raw backbone feature F
         try:
             return self.transform(X)
         finally:
-            self.model_.segment_normalize = was
+            self.segment_normalize = was
 
     def _fit(self, X, y, run):
         gen, _ = self._generators()
@@ -526,6 +526,14 @@ class FPPQ(DeepQuantizer):
         return out
 
     # ----------------------------------------------------------------- retrieval
+    def transform(self, X) -> np.ndarray:
+        """Retrieval features (n, D) float32: the backbone feature F with each of its M segments
+        scaled to unit norm when ``segment_normalize`` (read at call time, so it can be switched
+        after fitting), else F itself. Codes are the same either way (Eq. 11)."""
+        if hasattr(self, "model_"):
+            self.model_.segment_normalize = bool(self.segment_normalize)
+        return super().transform(X)
+
     def search(self, queries, codes, k: int = 100, *, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors.
 
