@@ -108,6 +108,7 @@ def test_faiss_index_gives_same_codes_and_ranking(many_classes, many_classes_fit
     np.testing.assert_allclose(ours_on_faiss_ids, d_faiss, rtol=1e-4, atol=1e-4)
     gaps = np.abs(np.diff(d_ours, axis=1, prepend=-1.0, append=np.inf)) > 1e-3
     untied = gaps[:, :-1] & gaps[:, 1:]
+    untied[:, -1] = False  # the k-th may tie with the (k+1)-th, which neither list shows
     assert untied.sum() > 300  # hundreds of untied positions, compared id by id
     np.testing.assert_array_equal(i_faiss[untied], i_ours[untied])
 
