@@ -183,7 +183,21 @@ def test_cli_train_reports_duplicate_rate_and_map(tmp_path, capsys):
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["method"] == "fppq" and report["duplicate_rate"] == 0.0 and report["duplicate_rate_after"] == 0.0
-    assert report["labels"]["source"] == "instances"
+    assert report["label_generation"]["source"] == "instances"
     assert 0.0 < report["map"] <= 1.0 and 0.0 < report["map_symmetric"] <= 1.0
     assert len(report["history"]) == 2
     assert "mAP" in capsys.readouterr().out
+
+
+def test_embedding_samples_are_built_when_a_view_asks(digits):
+    class Sampler(list):
+        sample_every = 2
+
+        def __call__(self, event):
+            if isinstance(event, Step):
+                self.append(event.sample)
+
+    sampler = Sampler()
+    FPPQ(4, 256, backbone="linear", epochs=2, pretrain_epochs=0).fit(digits.base, digits.labels, callbacks=[sampler])
+    assert sampler[0] is None and sampler[1] is not None
+    assert sampler[1].subvectors.shape == (4, 300, 16) and sampler[1].codebooks.shape == (4, 256, 16)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -184,7 +184,6 @@ class LabelResult:
     source: str
     fallback: bool = False
     pq_duplicates: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -337,6 +336,15 @@ class FPPQ(DeepQuantizer):
     fallback_duplicate_rate : switch to Bernoulli labels when the PQ labels' duplicate rate before
         resolution exceeds this (the ImageNet1K case); None (default) never does.
     segment_normalize : what ``transform`` returns (module docstring); codes do not depend on it.
+
+    Events: a ``pretrain`` note per pre-training epoch (L_cls); one ``labels`` note (the
+    :meth:`LabelResult.summary` counts and rates, plus ``classes_per_codeword`` (M, K) of the
+    labels); per epoch a ``usage`` note (``label_agreement``: fraction of training sub-vectors whose
+    nearest codeword is their label digit; ``classes_per_codeword`` (M, K): distinct classes among
+    the samples landing on each codeword) and a Step with losses ``total``, ``cls``, ``pq`` and the
+    samples per codeword. Codes and agreement in these events come from the epoch's own forward
+    passes (train mode, weights moving during the epoch), which costs nothing extra; the last
+    incomplete batch is dropped, so counts sum to slightly less than n.
 
     Fitted attributes: ``codebooks_`` (M, K, D/M) float32 unit codewords; ``labels_`` a
     :class:`LabelResult`; ``class_codes_`` (C, M) the labels; ``history_`` per-epoch dicts.
@@ -511,10 +519,14 @@ class FPPQ(DeepQuantizer):
                 run.note("usage", f"epoch {epoch}: {agreement:.1%} of sub-codes hit their label; "
                          f"{per_class.max()} classes at most on one codeword",
                          epoch=epoch, label_agreement=agreement, classes_per_codeword=per_class)
-            if not run.step(epoch, losses, n_codewords=K, codes=codes,
-                            sample=lambda: self._embedding_sample(self.transform(X))):
+            if not run.step(epoch, losses, n_codewords=K, codes=codes, sample=lambda: self._sample(X)):
                 break
         self.model_.eval()
+
+    def _sample(self, X: np.ndarray, size: int = 300):
+        """EmbeddingSample of ``size`` fixed rows of X, embedding only those rows."""
+        rows = np.linspace(0, len(X) - 1, num=min(size, len(X))).astype(np.int64)
+        return self._embedding_sample(self.transform(X[rows]), size)
 
     def _classes_per_codeword(self, codes: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
         """(M, K) int64: distinct classes among the samples whose sub-code m is k."""
@@ -547,11 +559,13 @@ class FPPQ(DeepQuantizer):
         return sdc_search(self, self.encode(queries), codes, k)
 
     def extra_report(self, ds, evaluation: dict) -> dict:
-        """``duplicate_rate`` (before resolution), ``duplicate_rate_after``, ``labels`` (summary),
-        ``map_symmetric`` (mAP@all with Eq. 9 search; the base report's ``map`` is Eq. 10)."""
+        """Report keys: ``duplicate_rate`` (of the PQ labels before resolution — the rate the paper
+        quotes), ``duplicate_rate_after`` (0 unless K^M is too small), ``label_generation``
+        (:meth:`LabelResult.summary`) and ``map_symmetric`` (mAP@all with Eq. 9 search; the base
+        report's ``map`` is mAP@all with the asymmetric search of Eq. 10)."""
         out = {"duplicate_rate": self.labels_.duplicate_rate_before,
                "duplicate_rate_after": self.labels_.duplicate_rate_after,
-               "labels": self.labels_.summary(), "map_symmetric": None}
+               "label_generation": self.labels_.summary(), "map_symmetric": None}
         if ds.queries is not None and ds.labels is not None and ds.query_labels is not None:
             from .. import metrics
             _, ranking = self.search(ds.queries, evaluation["codes"], len(evaluation["codes"]), symmetric=True)
