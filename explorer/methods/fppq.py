@@ -172,7 +172,8 @@ class LabelResult:
     (equal to ``codes`` for Bernoulli labels); moved: (C,) bool; means: (C, D) class means;
     codebooks: (M, K, D/M) the label PQ's codebooks (None for Bernoulli); source: which path
     ran ("class_means", "instances" or "bernoulli"); fallback: True when Bernoulli labels
-    replaced PQ labels because their duplicate rate exceeded the threshold.
+    replaced PQ labels because their duplicate rate exceeded the threshold; pq_duplicates: how
+    many classes shared their PQ label before resolution (0 for Bernoulli-only labels).
     """
 
     classes: np.ndarray
@@ -232,7 +233,9 @@ def make_pq_labels(F: np.ndarray, y: np.ndarray, n_subspaces: int, n_codewords: 
     "bernoulli" (OrthoHash codes, no features used) or "auto" (class_means when C ≥ K, else
     instances). fallback_duplicate_rate: when the PQ labels' duplicate rate before resolution
     exceeds it, use Bernoulli labels instead (the ImageNet1K path); None never falls back.
-    The label PQ is our :class:`~explorer.methods.pq.PQ` (faiss-style Lloyd, ``n_iter`` iterations).
+    The label PQ is our :class:`~explorer.methods.pq.PQ` (faiss-style Lloyd, ``n_iter`` iterations);
+    on the instances path it trains on at most 256·K instances, faiss's default cap (the paper
+    does not say how many it used), on the class-means path on all C means.
     """
     classes, means, _ = class_means(F, y)
     C = len(classes)
