@@ -4,8 +4,8 @@ by mini-batch epochs; ``transform`` runs the model in eval mode, in batches.
 
 A method subclasses :class:`DeepQuantizer`, builds its network in ``_build_model`` (store it as
 ``self.model_``; its ``embed(x)`` method must return the (b, D) embedding in which ``codebooks_``
-live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare`, :meth:`_batches` and
-:meth:`_codebooks_from_model`. Inputs are standardised with one scalar mean and scale
+live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare` and :meth:`_batches`;
+its ``cli_options`` start with :data:`DEEP_OPTIONS`, the flags every deep method shares. Inputs are standardised with one scalar mean and scale
 measured on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and
 Fashion-MNIST (0–1) reach the network on the same footing.
 """
@@ -17,7 +17,14 @@ import torch
 from ..backbones import BACKBONES, infer_image_shape
 from ..errors import InvalidParameter
 from ..validation import check_float, check_int
-from .base import Quantizer
+from .base import Option, Quantizer
+
+DEEP_OPTIONS = (
+    Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
+    Option("--batch-size", "batch_size", "mini-batch size (deep methods)", type=int),
+    Option("--lr", "lr", "learning rate (deep methods)", type=float),
+    Option("--backbone", "backbone", "auto, cnn, mlp or linear (deep methods)", type=str),
+)
 
 
 class DeepQuantizer(Quantizer):

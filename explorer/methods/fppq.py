@@ -44,7 +44,7 @@ from ..backbones import make_backbone
 from ..errors import InvalidParameter
 from ..validation import check_float, check_int
 from . import register
-from ._deep import DeepQuantizer
+from ._deep import DEEP_OPTIONS, DeepQuantizer
 from .base import Option
 from .pq import PQ
 
@@ -358,11 +358,7 @@ class FPPQ(DeepQuantizer):
     paper = "Liang, Zhang, Li & Wang, NeurIPS 2023"
     supervised = True
     has_soft_codes = False
-    cli_options = (
-        Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
-        Option("--batch-size", "batch_size", "mini-batch size (deep methods)", type=int),
-        Option("--lr", "lr", "learning rate (deep methods)", type=float),
-        Option("--backbone", "backbone", "auto, cnn, mlp or linear (deep methods)", type=str),
+    cli_options = DEEP_OPTIONS + (
         Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
         Option("--margin", "margin", "the margin m (FPPQ: 0.2)", type=float),
         Option("--margin-kind", "margin_kind", "cosface (default) or arcface", type=str),
