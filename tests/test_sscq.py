@@ -88,6 +88,7 @@ def test_steps_report_every_term_usage_and_samples(split):
     assert sample.subvectors.shape[0] == 4 and sample.subvectors.shape[2] == 16
     assert sample.codebooks.shape == (4, 16, 16)
     assert q.codebooks_.shape == (4, 16, 16) and q.transform(split.queries).shape == (200, 64)
+    assert [e.topic for e in seen if isinstance(e, events.Note)] == ["warm-up"]
 
 
 def test_a_switched_off_term_is_not_computed(split):
@@ -109,6 +110,8 @@ def test_bad_parameters_name_the_fix(split):
         create("sscq", fusion="product").fit(split.base[:64])
     with pytest.raises(InvalidParameter, match="tau_sq"):
         create("sscq", tau_sq=0.0).fit(split.base[:64])
+    with pytest.raises(InvalidParameter, match="at least one term"):
+        create("sscq", lambda_icz=0.0, lambda_icf=0.0, lambda_pn=0.0, lambda_cc=0.0, lambda_cd=0.0).fit(split.base[:64])
     with pytest.raises(InvalidParameter, match="embedding_dim"):
         create("sscq", n_subspaces=3, embedding_dim=64).fit(split.base[:64])
 

