@@ -76,7 +76,7 @@ from ..errors import InvalidParameter
 from ..search import adc_search
 from ..validation import check_float, check_int
 from . import register
-from ._deep import DeepQuantizer
+from ._deep import DEEP_OPTIONS, DeepQuantizer
 from .base import Option
 
 LOSS_TERMS = ("icz", "icf", "pn", "cc", "cd")
@@ -218,15 +218,13 @@ class SSCQ(DeepQuantizer):
     paper = "Zhang, Liwicki & Cipolla, BMVC 2022"
     supervised = False
     has_soft_codes = True
-    cli_options = (
+    cli_options = DEEP_OPTIONS + (
         Option("--lambda-cd", "lambda_cd", "codeword-diversity weight λ_cd (default 0.2; 0 = off)", type=float),
         Option("--lambda-pn", "lambda_pn", "part-neighbour weight λ_pn (default 0.1; 0 = off)", type=float),
         Option("--lambda-cc", "lambda_cc", "global-consistency weight λ_cc (default 0.4; 0 = off)", type=float),
         Option("--no-icz", "lambda_icz", "switch off the instance contrastive loss on z", const=0.0),
         Option("--no-icf", "lambda_icf", "switch off the instance contrastive loss on f", const=0.0),
         Option("--fusion", "fusion", "fusion φ(f, z) of L_cc: concat (default) or sum", type=str),
-        Option("--batch-size", "batch_size", "mini-batch size N_b", type=int),
-        Option("--lr", "lr", "peak learning rate", type=float),
     )
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 16, *, embedding_dim: int | None = None,
