@@ -4,8 +4,8 @@ by mini-batch epochs; ``transform`` runs the model in eval mode, in batches.
 
 A method subclasses :class:`DeepQuantizer`, builds its network in ``_build_model`` (store it as
 ``self.model_``; its ``embed(x)`` method must return the (b, D) embedding in which ``codebooks_``
-live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare`, :meth:`_batches` and
-:meth:`_codebooks_from_model`. Inputs are standardised with one scalar mean and scale
+live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare` and :meth:`_batches`;
+its ``cli_options`` start with :data:`DEEP_OPTIONS`, the flags every deep method shares. Inputs are standardised with one scalar mean and scale
 measured on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and
 Fashion-MNIST (0–1) reach the network on the same footing.
 """
@@ -17,7 +17,14 @@ import torch
 from ..backbones import BACKBONES, infer_image_shape
 from ..errors import InvalidParameter
 from ..validation import check_float, check_int
-from .base import Quantizer
+from .base import Option, Quantizer
+
+DEEP_OPTIONS = (
+    Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
+    Option("--batch-size", "batch_size", "mini-batch size (deep methods)", type=int),
+    Option("--lr", "lr", "learning rate (deep methods)", type=float),
+    Option("--backbone", "backbone", "auto, cnn, mlp or linear (deep methods)", type=str),
+)
 
 
 class DeepQuantizer(Quantizer):
@@ -29,8 +36,13 @@ class DeepQuantizer(Quantizer):
     image_shape : (h, w) of image inputs; None infers it from d (64 → 8×8, 784 → 28×28).
     """
 
+    def _embedding_size(self) -> int:
+        """D, the embedding size in use: ``embedding_dim`` here; a method may derive it when the
+        parameter is left None (SSCQ: 16 · M, the paper's D/M = 16)."""
+        return self.embedding_dim
+
     def _validate(self, X, y):
-        D = check_int(self.embedding_dim, "embedding_dim (D)", low=1)
+        D = check_int(self._embedding_size(), "embedding_dim (D)", low=1)
         M = check_int(self.n_subspaces, "n_subspaces (M)", low=1)
         check_int(self.n_codewords, "n_codewords (K)", low=2, high=65536, fix="codes are stored as uint16, so K ≤ 65536")
         if D % M:
@@ -67,7 +79,7 @@ class DeepQuantizer(Quantizer):
         """Embeddings (n, D) float32 from the trained model in eval mode, computed in batches."""
         X = self._check_input(X)
         self.model_.eval()
-        out = np.empty((len(X), self.embedding_dim), dtype=np.float32)
+        out = np.empty((len(X), self._embedding_size()), dtype=np.float32)
         for start in range(0, len(X), 4096):
             out[start:start + 4096] = self.model_.embed(self._standardise(X[start:start + 4096])).float().cpu().numpy()
         return out
