@@ -9,7 +9,7 @@ import torch
 from explorer import data, methods
 
 # small settings, applied only where the method has the parameter
-SMALL = {"n_subspaces": 4, "n_codewords": 16, "n_iter": 2, "epochs": 1}
+SMALL = {"n_subspaces": 4, "n_codewords": 16, "n_iter": 2, "epochs": 1, "pretrain_epochs": 1, "warmup_epochs": 1}
 
 
 @pytest.fixture(scope="module")

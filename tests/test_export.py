@@ -69,7 +69,7 @@ def test_cli_export_writes_the_index_the_library_builds(files, tmp_path, capsys)
     folder, base, queries = files
     out = tmp_path / "cli.faissindex"
     argv = ["export", "--method", "opq", "--data", str(folder / "base.fvecs"), "-M", str(M), "-K", str(K),
-            "--iters", "3", "--ivf", "8", "--train-size", "1500", "--batch-size", "999", "--quiet", "--index", str(out)]
+            "--iters", "3", "--ivf", "8", "--train-size", "1500", "--add-batch", "999", "--quiet", "--index", str(out)]
     assert cli.main(argv) == 0
     assert "IVF8-PQ of 2800 vectors, 64 bits each" in capsys.readouterr().out
     back = faiss.read_index(str(out))

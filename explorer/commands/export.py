@@ -25,7 +25,7 @@ def add_arguments(p):
     p.add_argument("--ivf", type=int, default=None, metavar="NLIST", help="build IVF-PQ with NLIST coarse lists")
     p.add_argument("--train-size", type=int, default=100_000, metavar="N",
                    help="train on a seeded sample of N base vectors (default 100000)")
-    p.add_argument("--batch-size", type=int, default=65536, metavar="N", help="vectors added per batch (default 65536)")
+    p.add_argument("--add-batch", type=int, default=65536, metavar="N", help="vectors read and added per batch (default 65536)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -43,7 +43,7 @@ def run(args) -> int:
             sys.stderr.flush()
 
     t0 = time.perf_counter()
-    add_in_batches(index, base, args.batch_size, progress)
+    add_in_batches(index, base, args.add_batch, progress)
     if not args.quiet:
         sys.stderr.write("\n")
     write_index_atomic(index, args.index)
