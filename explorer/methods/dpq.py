@@ -115,7 +115,9 @@ class DPQ(DeepQuantizer):
     side of asymmetric search; ``encode`` returns the HARD codes z_m = argmax_k p_m(k) — the
     database side. Note this is DPQ's own rule, not PQ's nearest-codeword rule: the code of x
     is the argmax of its probabilities, which need not be the codeword nearest to soft(x).
-    ``reconstruct(encode(X))`` is the hard representation.
+    ``reconstruct(encode(X))`` is the hard representation. For the same reason a faiss index
+    from ``to_faiss`` must be filled with these codes (``index.sa_decode``/``add_sa_codes``-style
+    use), not by ``add(transform(X))``, which would re-encode by the nearest-codeword rule.
 
     Where the paper is silent, we chose:
 
