@@ -388,12 +388,19 @@ class DPQ(DeepQuantizer):
         return self.classes_[self.predict_codes(self.encode(X)).argmax(1)]
 
     @torch.no_grad()
-    def predict_soft(self, X) -> np.ndarray:
-        """Class labels (n,) of X from the classifier on the (raw) soft representation."""
+    def soft_class_scores(self, X) -> np.ndarray:
+        """Class scores (n, C) float32 of the classifier on the raw soft representation, in batches."""
         X = self._check_input(X)
         self.model_.eval()
-        _, soft, _, _ = self.model_(self._standardise(X))
-        return self.classes_[self.model_.head(soft).argmax(1).cpu().numpy()]
+        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        for start in range(0, len(X), 4096):
+            _, soft, _, _ = self.model_(self._standardise(X[start:start + 4096]))
+            out[start:start + 4096] = self.model_.head(soft).cpu().numpy()
+        return out
+
+    def predict_soft(self, X) -> np.ndarray:
+        """Class labels (n,) of X from the classifier on the (raw) soft representation."""
+        return self.classes_[self.soft_class_scores(X).argmax(1)]
 
     def search_by_lut(self, queries, codes, k: int, lut: str = "asymmetric") -> np.ndarray:
         """Ranking (nq, k) int64 of base ``codes`` for ``queries`` with one of the three LUTs.
@@ -409,13 +416,9 @@ class DPQ(DeepQuantizer):
         if lut == "asymmetric":
             return self.search(queries, codes, k)[1]
         if lut == "classification":
-            X = self._check_input(queries, "queries")
-            with torch.no_grad():
-                self.model_.eval()
-                _, soft, _, _ = self.model_(self._standardise(X))
-                pq_ = torch.softmax(self.model_.head(soft), 1).cpu()
-            pb = torch.softmax(torch.from_numpy(self.predict_codes(codes)), 1)
-            return torch.topk(pq_ @ pb.T, k=min(k, len(pb)), dim=1).indices.numpy()
+            p_query = torch.softmax(torch.from_numpy(self.soft_class_scores(queries)), 1)
+            p_base = torch.softmax(torch.from_numpy(self.predict_codes(codes)), 1)
+            return torch.topk(p_query @ p_base.T, k=min(k, len(p_base)), dim=1).indices.numpy()
         raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
 
     def extra_report(self, ds, evaluation: dict) -> dict:
