@@ -17,11 +17,19 @@ from explorer.diagnostics import perplexity, usage_histogram
 from explorer.errors import InvalidParameter, InvalidType
 from explorer.methods import create
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
 
 M, K = 4, 64
 FAST = dict(n_subspaces=M, n_codewords=K, epochs=8, backbone="mlp")
 SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These nets are tiny: one thread is as fast, and makes the results independent of the core count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
