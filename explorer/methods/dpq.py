@@ -31,7 +31,7 @@ from ..errors import InvalidParameter, InvalidType
 from ..events import EmbeddingSample, usage_counts
 from ..validation import check_codes, check_float, check_int, code_dtype
 from . import register
-from ._deep import DeepQuantizer
+from ._deep import DEEP_OPTIONS, DeepQuantizer
 from .base import Option
 
 LOSS_TERMS = ("cls_soft", "cls_hard", "jcl", "gini_batch", "gini_sample")
@@ -156,7 +156,7 @@ class DPQ(DeepQuantizer):
     paper = "Klein & Wolf, In Defense of Product Quantization (CVPR 2019)"
     supervised = True
     has_soft_codes = True
-    cli_options = (
+    cli_options = DEEP_OPTIONS + (
         Option("--no-gini", "gini", "turn both Gini regularisers off", const=False),
         Option("--no-jcl", "jcl", "turn the Joint Central Loss off (weight 0)", const=0.0),
         Option("--jcl-weight", "jcl", "Joint Central Loss weight (paper: 0.5)", type=float),
@@ -164,8 +164,6 @@ class DPQ(DeepQuantizer):
         Option("--gini-sample", "gini_sample", "Gini sample-sharpness weight", type=float),
         Option("--no-cls-hard", "cls_hard", "no softmax loss on the hard representation", const=0.0),
         Option("--intra-norm", "intra_normalize", "L2-normalise each soft/hard sub-vector for retrieval", const=True),
-        Option("--embedding-dim", "embedding_dim", "D, size of the (soft/hard) embedding", type=int),
-        Option("--backbone", "backbone", "feature network: auto, cnn, mlp or linear", type=str),
     )
 
     def __init__(self, n_subspaces: int = 4, n_codewords: int = 64, *, embedding_dim: int = 64, sub_features: int = 32,
