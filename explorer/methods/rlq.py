@@ -237,6 +237,8 @@ class RLQ(Quantizer):
         Option("--no-correction", "value_correction", "[ablation] constant baseline instead of QENet's value",
                const=False),
         Option("--no-refinement", "refinement", "[ablation] encode with the greedy policy only, no ICM", const=False),
+        Option("--no-references", "references", "skip the faiss PQ/RQ/LSQ reference rows of the report",
+               const=False),
         Option("--width", "width", "hidden-width factor of the IndepBlocks (1 = the paper's Table 1)", type=float),
         Option("--lr", "lr", "Adam learning rate of policy and value networks", type=float),
     )
@@ -246,7 +248,7 @@ class RLQ(Quantizer):
                  width: float = 0.5, lr: float = 2e-4, entropy_coef: float = 0.05, decay: float = 0.9999,
                  clip: float = 0.2, grad_clip: float = 0.5, batch_size: int = 2000, dropout: float = 0.1,
                  ppo_epochs: int = 4, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
-                 temperature: float = 0.1,
+                 temperature: float = 0.1, references: bool = True,
                  ridge: float = 1e-3, max_train_points: int | None = 20000, random_state: int = 0,
                  device: str = "cpu"):
         super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
@@ -268,6 +270,7 @@ class RLQ(Quantizer):
         self.init_iter = init_iter
         self.distance_prior = distance_prior
         self.temperature = temperature
+        self.references = references
         self.ridge = ridge
         self.max_train_points = max_train_points
 
@@ -297,7 +300,7 @@ class RLQ(Quantizer):
         check_float(self.grad_clip, "grad_clip", low=0.0)
         check_float(self.dropout, "dropout", low=0.0, high=0.99)
         check_float(self.ridge, "ridge", low=0.0)
-        for flag in ("entropy", "return_norm", "value_correction", "refinement", "distance_prior"):
+        for flag in ("entropy", "return_norm", "value_correction", "refinement", "distance_prior", "references"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidParameter(f"{flag} must be True or False; got {getattr(self, flag)!r}")
 
@@ -435,9 +438,19 @@ class RLQ(Quantizer):
         codes = check_codes(codes, self.n_subspaces, self.n_codewords)
         x_hat = self.reconstruct(codes)
         norms = (x_hat.astype(np.float32) ** 2).sum(1)
+        codes32 = np.ascontiguousarray(codes, dtype=np.int32)  # kept alive: swig_ptr holds no reference
+        norms = np.ascontiguousarray(norms, dtype=np.float32)
         out = np.zeros((len(codes), index.code_size), dtype=np.uint8)
-        index.rq.pack_codes(len(codes), faiss.swig_ptr(np.ascontiguousarray(codes, dtype=np.int32)),
-                            faiss.swig_ptr(out), -1, faiss.swig_ptr(norms))
+        index.rq.pack_codes(len(codes), faiss.swig_ptr(codes32), faiss.swig_ptr(out), -1, faiss.swig_ptr(norms))
+        return out
+
+    def extra_report(self, ds, evaluation: dict) -> dict:
+        """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
+        ``references``, ``references``: faiss PQ, RQ and LSQ at the same M and K, trained on the
+        same base (see :func:`reference_rows`)."""
+        out = {"policy_distortion": self.embedding_distortion(ds.base, self.policy_codes(ds.base))}
+        if self.references:
+            out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords)
         return out
 
     def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
@@ -477,6 +490,7 @@ class RLQ(Quantizer):
         rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
         self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in rq_err]
 
+        memory = rq_codes
         opt_pi = torch.optim.Adam(self.policy_.parameters(), lr=self.lr)
         opt_v = torch.optim.Adam(self.value_.parameters(), lr=self.lr)
         alpha = self.entropy_coef if self.entropy else 0.0
@@ -489,12 +503,13 @@ class RLQ(Quantizer):
             x_norm = errors[0].clamp_min(1e-12)
             returns = (errors[:-1] - errors[-1][None, :]) / x_norm[None, :]  # G_m = Σ_{j≥m} ρ_j, (M, n)
             sampled_error = float(errors[-1].mean())
-            # Codebooks re-solved for the greedy codes (our choice: fitting them to the exploratory
-            # samples drags codewords towards the means and the error rises stage after stage).
-            greedy = self._policy_codes(Xt)
-            C = solve_codebooks(Xt, greedy, C, self.ridge)
+            # Codebooks re-solved by least squares for the best codes known per vector: the greedy
+            # policy's codes or last stage's, each refined by ICM when ``refinement`` (our choice;
+            # it makes E non-increasing, see the module docstring).
+            memory = self._best_codes(Xt, C, [memory, self._policy_codes(Xt)])
+            C = solve_codebooks(Xt, memory, C, self.ridge)
             self._set_codebooks(C)
-            error = float(((Xt - additive_reconstruct(C, greedy)) ** 2).sum(1).mean())
+            error = float(((Xt - additive_reconstruct(C, memory)) ** 2).sum(1).mean())
             if self.return_norm:
                 ret_std.update(returns.numpy())
                 targets = returns / ret_std.std
@@ -520,6 +535,20 @@ class RLQ(Quantizer):
         final = self._encode_tensor(Xt)
         self._set_codebooks(solve_codebooks(Xt, final, self._codebooks_t, self.ridge))
 
+    def _best_codes(self, X: torch.Tensor, C: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
+        """Per vector, the candidate codes (n, M) with the lowest error under C, after ICM when ``refinement``."""
+        best, best_err = None, None
+        for codes in candidates:
+            if self.refinement and self.refine_iters > 0:
+                codes = icm_refine(X, C, codes, self.refine_iters)
+            err = ((X - additive_reconstruct(C, codes)) ** 2).sum(1)
+            if best is None:
+                best, best_err = codes.clone(), err
+            else:
+                better = err < best_err
+                best[better], best_err = codes[better], torch.where(better, err, best_err)
+        return best
+
     def _ppo_update(self, states, C_sample, actions, logp_old, v_old, targets, advantages, alpha, opt_pi, opt_v, gen) -> dict:
         """One updating stage; returns the mean policy loss, value loss and entropy over its minibatches.
 
@@ -544,6 +573,7 @@ class RLQ(Quantizer):
                     logp = logp_all.gather(1, actions[m, idx][:, None])[:, 0]
                     ratio = torch.exp(logp - logp_old[m, idx])
                     A = advantages[m, idx]
+                    A = (A - A.mean()) / (A.std() + 1e-8)  # per-minibatch advantage normalisation (PPO practice)
                     pol_loss = pol_loss - torch.min(ratio * A, ratio.clamp(1 - eps, 1 + eps) * A).mean()
                     ent = ent + (-(logp_all.exp() * logp_all).sum(1)).mean()
                     v = self.value_[m](s)[:, 0]
@@ -564,3 +594,71 @@ class RLQ(Quantizer):
                 sums["entropy"] += float(ent.detach()) / M
                 count += 1
         return {k: v / count for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- reports and benchmarks
+def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "rq", "lsq")) -> dict:
+    """faiss reference quantizers at the same M and K, trained on ``ds.base``: per kind a dict with
+    ``distortion`` (mean ||x − x̂||²), ``recall_at`` {"1","10","100"} (when ``ds`` has queries) and
+    ``train_seconds`` / ``encode_seconds``. PQ needs M | d; a kind that cannot be built is skipped
+    with its reason under ``"error"``."""
+    import faiss
+    from .. import metrics
+    from ..data import ground_truth
+    from ..report import RECALL_AT
+    from ..search import faiss_codes_distortion, faiss_reference
+    base = np.ascontiguousarray(ds.base, dtype=np.float32)
+    gt = ground_truth(ds, max(RECALL_AT)) if ds.queries is not None else None
+    rows = {}
+    for kind in kinds:
+        if kind == "pq" and base.shape[1] % n_subspaces:
+            rows[kind] = {"error": f"M={n_subspaces} does not divide d={base.shape[1]}"}
+            continue
+        t0 = time.perf_counter()
+        index = faiss_reference(kind, base, n_subspaces, n_codewords)
+        t1 = time.perf_counter()
+        codes = index.sa_encode(base)
+        t2 = time.perf_counter()
+        row = {"distortion": faiss_codes_distortion(index, base), "train_seconds": t1 - t0, "encode_seconds": t2 - t1}
+        if gt is not None:
+            index.add(base)
+            _, ranking = index.search(np.ascontiguousarray(ds.queries, dtype=np.float32), max(RECALL_AT))
+            row["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
+        rows[kind] = row
+        del codes, index
+    return rows
+
+
+def encode_time_ratios(X=None, *, n_subspaces: int = 4, n_codewords: int = 256, quantizer: "RLQ | None" = None,
+                       n_iter: int = 5, random_state: int = 0) -> dict:
+    """Encoding time of RLQ relative to faiss PQ and LSQ, measured in one run (Table 3's shape).
+
+    X (n, d) float32 (default: the seeded synthetic set, 5,000 × 32); ``quantizer`` a fitted
+    :class:`RLQ` (default: one fitted here with ``n_iter`` stages). PQ and LSQ are faiss's, trained
+    on the same X with the same M and K (PQ with M | d). Returns seconds for ``rlq`` (policy +
+    refinement), ``rlq_no_refinement`` (policy only, the paper's "Ours*"), ``pq``, ``lsq``, and the
+    ratios ``rlq_over_pq``, ``rlq_over_lsq``, ``rlq_no_refinement_over_pq``,
+    ``rlq_no_refinement_over_lsq``. For ``pqx bench``: the numbers are wall-clock, so run it on an
+    idle machine.
+    """
+    from ..data import make_synthetic
+    from ..search import faiss_reference
+    X = make_synthetic(5000, 32, random_state=random_state).base if X is None else X
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    q = quantizer or RLQ(n_subspaces, n_codewords, n_iter=n_iter, references=False, random_state=random_state).fit(X)
+    M, K = q.n_subspaces, q.n_codewords
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    out = {"rlq": timed(lambda: q._encode_embedded(X, refine=True)),
+           "rlq_no_refinement": timed(lambda: q._encode_embedded(X, refine=False))}
+    for kind in ("pq", "lsq"):
+        index = faiss_reference(kind, X, M, K)
+        out[kind] = timed(lambda: index.sa_encode(X))
+    for name in ("rlq", "rlq_no_refinement"):
+        for ref in ("pq", "lsq"):
+            out[f"{name}_over_{ref}"] = out[name] / max(out[ref], 1e-12)
+    return out
