@@ -114,10 +114,9 @@ def to_faiss(quantizer):
     rotation = getattr(quantizer, "rotation_", None)
     if rotation is None:
         return pq_index
+    # faiss's Python layer keeps references to both parts, so they live as long as the index.
     index = faiss.IndexPreTransform(faiss_rotation(rotation), pq_index)
     index.is_trained = True
-    index.own_fields = True
-    pq_index.this.disown()
     return index
 
 
@@ -135,8 +134,10 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
         index = faiss.IndexPQ(d, n_subspaces, nbits)
         index.pq.cp.seed = seed
         index.pq.cp.niter = n_iter
+        index.pq.cp.min_points_per_centroid = 1  # only silences faiss's small-training-set warning
     elif kind == "opq":
         opq = faiss.OPQMatrix(d, n_subspaces)
+        opq.verbose = False  # faiss seeds its OPQ rotation internally; `seed` does not reach it
         index = faiss.IndexPreTransform(opq, faiss.IndexPQ(d, n_subspaces, nbits))
     elif kind == "rq":
         index = faiss.IndexResidualQuantizer(d, n_subspaces, nbits)
