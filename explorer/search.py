@@ -141,6 +141,7 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
         index = faiss.IndexPreTransform(opq, faiss.IndexPQ(d, n_subspaces, nbits))
     elif kind == "rq":
         index = faiss.IndexResidualQuantizer(d, n_subspaces, nbits)
+        index.rq.cp.min_points_per_centroid = 1  # only silences faiss's small-training-set warning
     elif kind == "lsq":
         index = faiss.IndexLocalSearchQuantizer(d, n_subspaces, nbits)
     else:

@@ -1,6 +1,8 @@
 """Multi-codebook (additive) quantization whose encoder is a policy trained by reinforcement
 learning (Zhu, Song, Gao et al., "Revisiting Multi-Codebook Quantization"; only the supplement
-is available to us: network Table 1, hyper-parameter Table 2, encoding times Table 3, ablations).
+is available to us: network Table 1, hyper-parameter Table 2, encoding times Table 3, ablations
+Fig. 1/4). Everything below that the supplement does not state is our reconstruction; the list
+"Where the supplement is silent" says what we chose and why.
 
 Model. A vector x (d,) is approximated by a sum of M full-dimensional codewords,
 x ≈ x̂ = Σ_m C_m[k_m], with codebooks C (M, K, d) — additive quantization, not PQ: there are no
@@ -15,60 +17,73 @@ Markov decision process:
 * the value V_τm(s_m) ("QENet τ", one block per codebook with a scalar head) predicts G_m, i.e.
   how much of the remaining quantization error the following codebooks will remove.
 
-Training alternates, once per step (``n_iter`` steps, one event each):
+Training alternates, once per step (``n_iter`` steps, one :class:`~explorer.events.Step` each):
 
 1. sampling stage — the policy (dropout off) samples codes for the training set; rewards and
-   returns are recorded with the codebooks used for sampling; then the codebooks are re-solved
-   by least squares given the sampled codes (the AQ/LSQ codebook update, min_C ||X − B C||² with
-   B the one-hot code matrix). The reported quantization error E (``losses["total"]``) is the
-   mean ||x − x̂||² of the sampled codes after this update (the paper's Fig. 1/3 curve);
+   returns are recorded with the codebooks used for sampling. Then the codebooks are re-solved
+   by least squares given codes (the AQ/LSQ codebook update, min_C ||X − B C||² with B the
+   one-hot code matrix, :func:`solve_codebooks`). The step's ``losses["total"]`` is the
+   quantization error E = mean ||x − x̂||² after that update (Fig. 1/3's curve), ``"sampled"``
+   the error of the sampled codes, ``"greedy"`` that of the greedy policy's codes (before
+   refinement and the update), and the step's usage histogram is that of the sampled codes;
 2. updating stage — ``ppo_epochs`` passes over the stage's transitions in minibatches of
    ``batch_size`` (Table 2: 2000) with the clipped policy objective (clip ε = 0.2), the clipped
-   value loss (PPO2), and an entropy bonus α·H(π) (α = 0.05); gradients clipped to l2 norm 0.5;
-   Adam for θ and τ with learning rates η1 = η2 = 2e-4; after every updating stage η1, η2 and α
-   are multiplied by ``decay`` = 0.9999 (Table 2). Dropout 0.1 follows every layer norm and is
-   active only in the updating stage.
+   value loss (PPO2) and an entropy bonus α·H(π) (α = 0.05); gradients clipped to l2 norm 0.5;
+   Adam for θ and τ with η1 = η2 = 2e-4; after every updating stage η1, η2 and α are multiplied
+   by ``decay`` = 0.9999 (Table 2). Dropout 0.1 follows every layer norm and is active only in
+   the updating stage. ``losses`` also carry the stage's mean ``policy`` and ``value`` losses
+   and the policy ``entropy`` (nats).
 
 Encoding (``encode``): the greedy policy (argmax of π at each step, dropout off), then, with
-``refinement``, ``refine_iters`` rounds of ICM as in LSQ (Martinez et al. 2018): each code k_m in
-turn is replaced by the exact minimiser of ||x − Σ_{j≠m} C_j[k_j] − C_m[k]||² given the others,
-so refinement never increases the error.
+``refinement``, ``refine_iters`` rounds of ICM as in LSQ (Martinez et al. 2018,
+:func:`icm_refine`): each k_m in turn becomes the exact minimiser of
+||x − Σ_{j≠m} C_j[k_j] − C_m[k]||² given the others, so refinement never increases the error.
 
 Ablation switches, as the paper's Fig. 1/4 variants (each a CLI flag):
   ``entropy=False``          (--no-entropy)     α = 0: no entropy regularisation;
   ``return_norm=False``      (--no-return-norm) value targets and advantages use raw returns
                                                 instead of returns divided by their running std;
   ``value_correction=False`` (--no-correction)  the advantage is G − mean(G) (a constant baseline,
-                                                REINFORCE) instead of G − V_τ(s) (QENet corrects it);
-  ``refinement=False``       (--no-refinement)  encoding is the greedy policy alone ("Ours*").
+                                                REINFORCE) instead of G − V_τ(s) (QENet's correction);
+  ``refinement=False``       (--no-refinement)  no ICM, in training or in ``encode`` ("Ours*").
 
 Networks (Table 1, SIFT/DEEP column): an IndepBlock is six layer groups lg = Linear → ReLU →
 LayerNorm (→ Dropout) of widths d→4d→2d→d→d→2d→4d, the outputs of groups 4, 5 and 6 concatenated
 (7d) and a final Linear(7d, K) (policy) or Linear(7d, 1) (value). ``width`` scales every hidden
-width (width=1 is the paper's; the CPU demos use 0.25–0.5).
+width (1.0 is the paper's; 0.5 by default so a CPU fit takes seconds).
 
 Where the supplement is silent, our choices:
 * state = scaled residual (the supplement only says the networks take x); the scale is the root
   mean square coordinate of the training set, fixed at fit time;
 * one policy and one value block per codebook ("Indep"), no weight sharing;
-* rewards/returns as above (γ = 1); return normalisation divides by the running std of all
-  returns seen so far (Welford), as PPO's reward scaling does;
-* initialisation (not in the supplement; it makes a CPU demo learn in seconds): codebooks by
-  residual k-means (RQ: k-means on x, then on the residuals, ``init_iter`` Lloyd iterations
-  each), then ``warm_start_epochs`` epochs of behaviour cloning of the policy onto the greedy
-  nearest-codeword choices of that RQ (cross-entropy, Adam lr 1e-3). ``warm_start_epochs=0``
-  trains the policy from scratch, as the paper does;
-* least-squares codebook update: ridge λ = ``ridge`` · n / (M·K) pulling each codeword towards its
-  previous value, so codewords the sampled codes never used keep their place;
+* rewards/returns as above (γ = 1); ``return_norm`` divides returns by the running std of all
+  returns seen so far (Welford), as PPO's reward scaling does; advantages are then normalised
+  per minibatch (zero mean, unit std), common PPO practice;
+* initialisation, so a CPU demo learns in seconds: codebooks by residual k-means (RQ: k-means on
+  x, then on the residuals, ``init_iter`` Lloyd iterations each);
+* ``distance_prior`` (default on): the policy's logits are the block's output plus
+  −||r_m − C_m[k]||² / T_m, T_m = ``temperature`` × RQ's mean error after step m, and the
+  block's last layer starts at zero — so the untrained greedy policy *is* RQ's greedy encoder
+  and RL learns corrections to it. With ``distance_prior=False`` the policy is the paper's bare
+  fc(7d, K) head trained from scratch (randomly initialised), which is how we reproduce the
+  entropy ablation (Fig. 4: without entropy the sampled codes concentrate on few codewords);
+* the codes given to the least-squares update are, per training vector, the better of last
+  stage's codes and the greedy policy's codes (each ICM-refined when ``refinement``). We
+  measured that re-solving for the sampled codes (exploration noise) or for the bare greedy
+  codes makes E *rise* stage after stage (synthetic 2000×32, M=4, K=256: 1.00 → 1.15 over 12
+  stages even with the networks frozen): RQ's greedy codes stop being good once the codebooks
+  are jointly re-solved. Keeping the best codes makes E non-increasing;
+* least-squares ridge λ = ``ridge`` · n / (M·K), pulling each codeword towards its previous
+  value, so codewords no code uses keep their place;
 * at most ``max_train_points`` vectors (seeded subsample) are used per fit;
-* after the last stage the codebooks are re-solved once more for the codes ``encode`` gives
-  (greedy policy + refinement), so the stored codebooks fit the codes users get;
+* after the last stage the codebooks are re-solved once more for the codes ``encode`` gives;
 * ADC search for additive codes: ||q − x̂||² = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², with the
   (nq, M, K) inner-product tables −2⟨q, C_m[k]⟩ and ||x̂||² recomputed from the codes (faiss's
-  ``ST_norm_float`` search keeps the same norms stored).
+  ``ST_norm_float`` search stores the same norms; :meth:`RLQ.to_faiss` gives such an index).
 
 Fitted attributes: ``codebooks_`` (M, K, d) float32; ``policy_`` and ``value_`` (torch
-``ModuleList`` of M blocks); ``scale_`` float; ``history_`` list of per-stage dicts.
+``ModuleList`` of M blocks); ``scale_`` float; ``temperatures_`` (M floats); ``history_`` list
+of per-stage loss dicts.
 """
 from __future__ import annotations
 
@@ -218,10 +233,13 @@ class RLQ(Quantizer):
     grad_clip : l2 norm to which gradients are clipped (Table 2: 0.5).
     batch_size : minibatch size of the updating stage (Table 2: 2000).
     dropout : dropout after each layer norm during updates (Table 2: 0.1).
-    ppo_epochs : passes over a stage's transitions per updating stage (not in the supplement; 4).
-    refine_iters : ICM rounds in ``encode`` when ``refinement`` (LSQ's default is 4... we use 3).
+    ppo_epochs : passes over a stage's transitions per updating stage (not in the supplement; 2).
+    refine_iters : ICM rounds per refinement (in ``encode`` and in training) when ``refinement``.
     init_iter : Lloyd iterations per codebook of the residual k-means init.
-    warm_start_epochs : epochs of behaviour cloning onto the RQ codes before RL (0 = from scratch).
+    distance_prior : add −||r − C_m[k]||²/T_m to the policy logits (our choice, see module docs);
+        False trains the paper's bare policy head from scratch.
+    temperature : T_m relative to RQ's error after step m; lower = greedier sampling.
+    references : add faiss PQ/RQ/LSQ reference rows to the ``pqx train`` report.
     ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
     max_train_points : train on at most this many vectors (seeded subsample); None = all.
 
@@ -243,11 +261,11 @@ class RLQ(Quantizer):
         Option("--lr", "lr", "Adam learning rate of policy and value networks", type=float),
     )
 
-    def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, n_iter: int = 30, entropy: bool = True,
+    def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, n_iter: int = 20, entropy: bool = True,
                  return_norm: bool = True, value_correction: bool = True, refinement: bool = True,
                  width: float = 0.5, lr: float = 2e-4, entropy_coef: float = 0.05, decay: float = 0.9999,
                  clip: float = 0.2, grad_clip: float = 0.5, batch_size: int = 2000, dropout: float = 0.1,
-                 ppo_epochs: int = 4, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
+                 ppo_epochs: int = 2, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
                  temperature: float = 0.1, references: bool = True,
                  ridge: float = 1e-3, max_train_points: int | None = 20000, random_state: int = 0,
                  device: str = "cpu"):
@@ -506,7 +524,9 @@ class RLQ(Quantizer):
             # Codebooks re-solved by least squares for the best codes known per vector: the greedy
             # policy's codes or last stage's, each refined by ICM when ``refinement`` (our choice;
             # it makes E non-increasing, see the module docstring).
-            memory = self._best_codes(Xt, C, [memory, self._policy_codes(Xt)])
+            greedy = self._policy_codes(Xt)
+            greedy_error = float(((Xt - additive_reconstruct(C, greedy)) ** 2).sum(1).mean())
+            memory = self._best_codes(Xt, C, [memory, greedy])
             C = solve_codebooks(Xt, memory, C, self.ridge)
             self._set_codebooks(C)
             error = float(((Xt - additive_reconstruct(C, memory)) ** 2).sum(1).mean())
@@ -526,7 +546,7 @@ class RLQ(Quantizer):
                 for group in opt.param_groups:
                     group["lr"] *= self.decay
             alpha *= self.decay
-            losses = {"total": error, "sampled": sampled_error, **stats}
+            losses = {"total": error, "sampled": sampled_error, "greedy": greedy_error, **stats}
             self.history_.append({"stage": stage, **losses})
             if not run.step(stage, losses, n_codewords=K, codes=codes.numpy(),
                             sample=lambda: self._embedding_sample(Xt.numpy())):
