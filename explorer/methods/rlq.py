@@ -242,6 +242,8 @@ class RLQ(Quantizer):
     references : add faiss PQ/RQ/LSQ reference rows to the ``pqx train`` report.
     ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
     max_train_points : train on at most this many vectors (seeded subsample); None = all.
+    device : accepted for API compatibility and validated by the base class, but RLQ trains and
+        encodes on the CPU whatever it says (its networks are small; GPU support not done).
 
     Fitted attributes: ``codebooks_`` (M, K, d) float32, ``policy_``, ``value_``, ``scale_``.
     """
