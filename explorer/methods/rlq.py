@@ -324,10 +324,6 @@ class RLQ(Quantizer):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidParameter(f"{flag} must be True or False; got {getattr(self, flag)!r}")
 
-    @property
-    def bits(self) -> int:
-        return int(self.n_subspaces * int(np.ceil(np.log2(self.n_codewords))))
-
     # ----------------------------------------------------------------- encoding pieces
     def _policy_codes(self, X: torch.Tensor, *, sample: bool = False, gen: torch.Generator | None = None):
         """Sequential encoding by the policy (dropout off): codes (n, M) int64 and, when ``sample``,
