@@ -140,7 +140,7 @@ def test_train_cli_with_the_ablation_flags_writes_the_report(tmp_path):
     assert [h["step"] for h in report["history"]] == [1, 2]
     assert {"loss_policy", "loss_value", "loss_entropy"} <= set(report["history"][0])
     refs = report["references"]
-    assert set(refs) == {"pq", "rq", "lsq"} and all(r["distortion"] > 0 for r in refs.values())
+    assert set(refs) == {"pq", "opq", "rq", "lsq"} and all(r["distortion"] > 0 for r in refs.values())
     # without refinement, encode() is the greedy policy itself
     assert report["distortion"] == pytest.approx(report["policy_distortion"])
 

@@ -239,7 +239,7 @@ class RLQ(Quantizer):
     distance_prior : add −||r − C_m[k]||²/T_m to the policy logits (our choice, see module docs);
         False trains the paper's bare policy head from scratch.
     temperature : T_m relative to RQ's error after step m; lower = greedier sampling.
-    references : add faiss PQ/RQ/LSQ reference rows to the ``pqx train`` report.
+    references : add faiss PQ/OPQ/RQ/LSQ reference rows to the ``pqx train`` report.
     ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
     max_train_points : train on at most this many vectors (seeded subsample); None = all.
     device : accepted for API compatibility and validated by the base class, but RLQ trains and
@@ -257,7 +257,7 @@ class RLQ(Quantizer):
         Option("--no-correction", "value_correction", "[ablation] constant baseline instead of QENet's value",
                const=False),
         Option("--no-refinement", "refinement", "[ablation] encode with the greedy policy only, no ICM", const=False),
-        Option("--no-references", "references", "skip the faiss PQ/RQ/LSQ reference rows of the report",
+        Option("--no-references", "references", "skip the faiss PQ/OPQ/RQ/LSQ reference rows of the report",
                const=False),
         Option("--width", "width", "hidden-width factor of the IndepBlocks (1 = the paper's Table 1)", type=float),
         Option("--lr", "lr", "Adam learning rate of policy and value networks", type=float),
@@ -462,7 +462,7 @@ class RLQ(Quantizer):
 
     def extra_report(self, ds, evaluation: dict) -> dict:
         """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
-        ``references``, ``references``: faiss PQ, RQ and LSQ at the same M and K, trained on the
+        ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K, trained on the
         same base (see :func:`reference_rows`)."""
         out = {"policy_distortion": self.embedding_distortion(ds.base, self.policy_codes(ds.base))}
         if self.references:
@@ -615,12 +615,14 @@ class RLQ(Quantizer):
 
 
 # --------------------------------------------------------------------------- reports and benchmarks
-def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "rq", "lsq")) -> dict:
-    """faiss reference quantizers at the same M and K, trained on ``ds.base``: per kind a dict with
-    ``distortion`` (mean ||x − x̂||²), ``recall_at`` {"1","10","100"} (when ``ds`` has queries) and
-    ``train_seconds`` / ``encode_seconds``. PQ needs M | d; a kind that cannot be built is skipped
-    with its reason under ``"error"``."""
-    import faiss
+def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "rq", "lsq")) -> dict:
+    """Reference rows {kind: row} of faiss PQ, OPQ, RQ and LSQ at the same M and K (the same bits),
+    each trained on ``ds.base``.
+
+    A row holds ``distortion`` (mean ||x − x̂||² over the base), ``recall_at`` {"1","10","100"}
+    (when ``ds`` has queries; exact L2 ground truth) and ``train_seconds`` / ``encode_seconds``.
+    PQ and OPQ need M | d; otherwise their row is {"error": reason}.
+    """
     from .. import metrics
     from ..data import ground_truth
     from ..report import RECALL_AT
@@ -629,13 +631,13 @@ def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "rq", "l
     gt = ground_truth(ds, max(RECALL_AT)) if ds.queries is not None else None
     rows = {}
     for kind in kinds:
-        if kind == "pq" and base.shape[1] % n_subspaces:
+        if kind in ("pq", "opq") and base.shape[1] % n_subspaces:
             rows[kind] = {"error": f"M={n_subspaces} does not divide d={base.shape[1]}"}
             continue
         t0 = time.perf_counter()
         index = faiss_reference(kind, base, n_subspaces, n_codewords)
         t1 = time.perf_counter()
-        codes = index.sa_encode(base)
+        index.sa_encode(base)
         t2 = time.perf_counter()
         row = {"distortion": faiss_codes_distortion(index, base), "train_seconds": t1 - t0, "encode_seconds": t2 - t1}
         if gt is not None:
@@ -643,7 +645,6 @@ def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "rq", "l
             _, ranking = index.search(np.ascontiguousarray(ds.queries, dtype=np.float32), max(RECALL_AT))
             row["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
         rows[kind] = row
-        del codes, index
     return rows
 
 
