@@ -256,7 +256,10 @@ class RLQ(Quantizer):
         Option("--no-return-norm", "return_norm", "[ablation] raw returns, no return normalisation", const=False),
         Option("--no-correction", "value_correction", "[ablation] constant baseline instead of QENet's value",
                const=False),
-        Option("--no-refinement", "refinement", "[ablation] encode with the greedy policy only, no ICM", const=False),
+        Option("--no-refinement", "refinement", "[ablation] no ICM refinement of codes, in training or encoding",
+               const=False),
+        Option("--no-distance-prior", "distance_prior", "train the bare policy from scratch, as the paper does "
+               "(default adds -||r - c||^2/T to its logits)", const=False),
         Option("--no-references", "references", "skip the faiss PQ/OPQ/RQ/LSQ reference rows of the report",
                const=False),
         Option("--width", "width", "hidden-width factor of the IndepBlocks (1 = the paper's Table 1)", type=float),
