@@ -138,9 +138,17 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
     elif kind == "opq":
         opq = faiss.OPQMatrix(d, n_subspaces)
         opq.verbose = False  # faiss seeds its OPQ rotation internally; `seed` does not reach it
-        index = faiss.IndexPreTransform(opq, faiss.IndexPQ(d, n_subspaces, nbits))
+        # The PQs OPQ trains get min_points_per_centroid = 1, which only silences faiss's
+        # small-training-set warning; the index keeps a reference to opq.pq so it stays alive.
+        opq.pq = opq_pq = faiss.ProductQuantizer(d, n_subspaces, nbits)
+        opq_pq.cp.min_points_per_centroid = 1
+        inner = faiss.IndexPQ(d, n_subspaces, nbits)
+        inner.pq.cp.min_points_per_centroid = 1
+        index = faiss.IndexPreTransform(opq, inner)
+        index.referenced_objects.append(opq_pq)
     elif kind == "rq":
         index = faiss.IndexResidualQuantizer(d, n_subspaces, nbits)
+        index.rq.cp.min_points_per_centroid = 1  # only silences faiss's small-training-set warning
     elif kind == "lsq":
         index = faiss.IndexLocalSearchQuantizer(d, n_subspaces, nbits)
     else:
