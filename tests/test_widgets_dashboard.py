@@ -13,7 +13,7 @@ def small(**kw):
 
 
 def test_blocking_fit_fills_every_view_and_adds_recall_rows():
-    dash = small()
+    dash = small(references={"pq": (2, 4, 8), "opq": (2,)})
     model = dash.fit(blocking=True)
     assert model is dash.model and model.n_steps_ == 5 and not model.stopped_
     assert set(dash.figures) == {"usage", "collapse", "soft_hard", "embedding", "recall", "losses"}
@@ -21,8 +21,9 @@ def test_blocking_fit_fills_every_view_and_adds_recall_rows():
     n_refs = len([r for r in dash.recall.rows if r["reference"]])
     refs = {r["method"] for r in dash.recall.rows if r["reference"]}
     assert len(ours) == 1 and ours[0]["bits"] == 16 and refs == {"faiss PQ", "faiss OPQ"}
-    assert n_refs == 6
+    assert n_refs == 4  # faiss PQ at M = 2, 4, 8 and OPQ at M = 2
     assert 0 < ours[0]["recall_at"]["10"] <= 1 and ours[0]["map"] is not None
+    assert list(dash.figures["recall"].data[0].y) == [ours[0]["recall_at"]["10"]]
     assert len(dash.figures["losses"].data[0].x) == 5
     assert dash.embedding.picture["step"] == 5
     assert dash.status_text.startswith("Finished 5 steps")

@@ -19,7 +19,9 @@ full speed and are deterministic, so notebooks can run under nbval.
 from __future__ import annotations
 
 import ast
+import contextlib
 import html
+import os
 import inspect
 import threading
 import time
@@ -49,6 +51,21 @@ REFERENCE_SUBSPACES = {"pq": (2, 4, 8, 16), "opq": (4, 8)}
 
 
 # --------------------------------------------------------------------------- result rows
+@contextlib.contextmanager
+def _quiet_c_stderr():
+    """Silence C-level stderr: faiss prints "WARNING clustering n points to K centroids" on every
+    k-means call when n < 39·K (digits at K=256), which would flood the notebook's output."""
+    fd = 2  # the C library's stderr, whatever Python's sys.stderr is (ipykernel replaces it)
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def result_row(quantizer, ds, gt=None) -> dict:
     """The recall-vs-bits row of a fitted quantizer, measured by :func:`explorer.report.evaluate`."""
     ev = evaluate(quantizer, ds, gt)
@@ -73,7 +90,8 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
         for M in ms:
             if ds.dim % M:
                 continue
-            index = faiss_reference(kind, base, M, n_codewords, seed=seed)
+            with _quiet_c_stderr():
+                index = faiss_reference(kind, base, M, n_codewords, seed=seed)
             index.add(base)
             _, ranking = index.search(queries, k)
             rows.append({"method": f"faiss {kind.upper()}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
@@ -136,20 +154,21 @@ class Dashboard:
     pace: slow motion for live runs, seconds per step at least (0 = full speed).
     interval: seconds between redraws (the throttle). sample_every: steps between embedding samples.
     n_queries / seed: held-out queries for recall and the seed of split and training.
-    references: draw faiss PQ/OPQ reference curves (trained once per dataset and K, after the first fit).
+    references: draw faiss PQ/OPQ reference curves (trained once per dataset and K, after the first
+        fit); a dict {"pq": (M, ...), "opq": (M, ...)} picks the points (default REFERENCE_SUBSPACES).
     background_embedding: project embedding samples in a thread (False: in the training thread).
     """
 
     def __init__(self, method: str = "pq", data: str = "digits", *, pace: float = 0.0, interval: float = 0.3,
                  sample_every: int = 5, n_queries: int = 200, seed: int = 0, embedding: str = "t-SNE",
-                 background_embedding: bool = True, references: bool = True, **params):
+                 background_embedding: bool = True, references: bool | dict = True, **params):
         cls = methods.get(method)
         unknown = [p for p in params if p not in cls.param_names()]
         if unknown:
             raise ValueError(f"method {method!r} has no parameter(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(cls.param_names())}")
         self.pace = float(pace)
-        self.references = bool(references)
+        self.references = references if isinstance(references, dict) else bool(references)
         self.interval = float(interval)
         self.n_queries = int(n_queries)
         self.seed = int(seed)
@@ -364,7 +383,8 @@ class Dashboard:
             key = (ds.name, quantizer.n_codewords)
             if self.references and key not in self._references_done and quantizer.n_codewords & (quantizer.n_codewords - 1) == 0:
                 self._say(f"{verb}; training faiss PQ/OPQ reference curves…")
-                self.recall.add_rows(reference_rows(ds, gt, quantizer.n_codewords))
+                subspaces = self.references if isinstance(self.references, dict) else REFERENCE_SUBSPACES
+                self.recall.add_rows(reference_rows(ds, gt, quantizer.n_codewords, subspaces))
                 self._references_done.add(key)
         except Exception as exc:
             self._show_error(exc)
