@@ -105,7 +105,7 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
 def _knob(name: str, default, help_text: str = ""):
     """An ipywidget editing one hyper-parameter, chosen from its default's type."""
     style = {"description_width": "initial"}
-    layout = ipw.Layout(width="220px")
+    layout = ipw.Layout(width="auto", min_width="170px", margin="2px 12px 2px 0")
     if isinstance(default, bool):
         w = ipw.Checkbox(value=default, description=name, indent=False, layout=layout)
     elif isinstance(default, int):
@@ -198,12 +198,15 @@ class Dashboard:
         if str(data) not in options:
             options.append(str(data))
         self.method_w = ipw.Dropdown(options=methods.available(), value=method, description="method",
-                                     layout=ipw.Layout(width="200px"))
+                                     style={"description_width": "initial"}, layout=ipw.Layout(width="160px"))
         self.data_w = ipw.Dropdown(options=options, value=str(data), description="data",
-                                   layout=ipw.Layout(width="220px"))
-        self.m_w = ipw.IntText(value=params.pop("n_subspaces", 8), description="M", layout=ipw.Layout(width="130px"))
-        self.k_w = ipw.IntText(value=params.pop("n_codewords", 256), description="K", layout=ipw.Layout(width="130px"))
-        self.steps_w = ipw.IntText(description="steps", layout=ipw.Layout(width="170px"))
+                                   style={"description_width": "initial"}, layout=ipw.Layout(width="180px"))
+        narrow = {"description_width": "initial"}
+        self.m_w = ipw.IntText(value=params.pop("n_subspaces", 8), description="M", style=narrow,
+                               layout=ipw.Layout(width="110px"))
+        self.k_w = ipw.IntText(value=params.pop("n_codewords", 256), description="K", style=narrow,
+                               layout=ipw.Layout(width="120px"))
+        self.steps_w = ipw.IntText(description="steps", style=narrow, layout=ipw.Layout(width="160px"))
         self.knobs_box = ipw.HBox(layout=ipw.Layout(flex_flow="row wrap"))
         self.knobs: dict = {}
         self.start_w = ipw.Button(description="Start", button_style="success", icon="play")

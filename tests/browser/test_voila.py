@@ -1,0 +1,12 @@
+"""`pqx dashboard`: Voila serves the tour as an app with no code; Start makes the bars move."""
+from dashboard_page import start_and_watch, wait_status
+
+
+def test_pqx_dashboard_serves_the_tour_without_code_and_trains_live(browser, voila, artifacts):
+    url, server = voila
+    page = browser.new_page(viewport={"width": 1300, "height": 2600})
+    page.goto(url + "/")
+    wait_status(page, "Finished 25 steps", 80_000)
+    assert page.locator(".jp-InputArea, .jp-CodeMirrorEditor").count() == 0  # no code cells shown
+    assert "A tour of PQ Explorer" in page.content()
+    start_and_watch(page, artifacts, "voila")
