@@ -23,7 +23,7 @@ def test_blocking_fit_fills_every_view_and_adds_recall_rows():
     assert len(ours) == 1 and ours[0]["bits"] == 16 and refs == {"faiss PQ", "faiss OPQ"}
     assert n_refs == 4  # faiss PQ at M = 2, 4, 8 and OPQ at M = 2
     assert 0 < ours[0]["recall_at"]["10"] <= 1 and ours[0]["map"] is not None
-    assert list(dash.figures["recall"].data[0].y) == [ours[0]["recall_at"]["10"]]
+    assert list(dash.figures["recall"].data[0].y) == [ours[0]["recall_at"]["1"]]
     assert len(dash.figures["losses"].data[0].x) == 5
     assert dash.embedding.picture["step"] == 5
     assert dash.status_text.startswith("Finished 5 steps")

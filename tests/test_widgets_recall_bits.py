@@ -9,7 +9,7 @@ def row(method, bits, r10, map_=None, reference=False):
 
 
 def test_one_curve_per_method_sorted_by_bits_references_dashed():
-    view = RecallBitsView()
+    view = RecallBitsView(measure="1-recall@10")
     view.add_row(row("pq", 64, 0.9))
     view.add_row(row("pq", 32, 0.7))
     view.add_rows([row("faiss PQ", 32, 0.72, reference=True), row("faiss PQ", 16, 0.5, reference=True)])

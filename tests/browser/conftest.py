@@ -68,6 +68,17 @@ class Server:
             time.sleep(0.25)  # polling a server that is starting up
         pytest.fail(f"server did not answer {url} (exit code {self.proc.poll()}):\n{self.log_path.read_text()[-3000:]}")
 
+    def wait_port(self, port: int, timeout: float = 60) -> None:
+        """Return once something listens on 127.0.0.1:port (without requesting a page)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.25)  # polling a server that is starting up
+        pytest.fail(f"nothing listens on port {port} (exit code {self.proc.poll()}):\n{self.log_path.read_text()[-3000:]}")
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -127,7 +138,7 @@ def voila(tmp_path):
     cmd = [sys.executable, "-m", "explorer.cli", "dashboard", f"--port={port}", f"--notebook={nb}"]
     server = Server(cmd, ROOT, tmp_path / "voila.log")
     try:
-        server.wait_http(f"http://127.0.0.1:{port}/api/status")
+        server.wait_port(port)
         yield f"http://127.0.0.1:{port}", server
     finally:
         server.kill()

@@ -27,24 +27,41 @@ def wait_status(page, text: str, timeout_ms: int) -> str:
 
 
 def wait_bars_change(page, previous, timeout_ms: int):
-    page.wait_for_function(f"(prev) => JSON.stringify(({BARS_JS})()) !== prev", arg=json.dumps(previous),
-                           timeout=timeout_ms)
+    """Wait for a complete histogram (same length and total as ``previous``) that differs from it."""
+    check = f"""(prev) => {{
+      const b = ({BARS_JS})();
+      const sum = (a) => a.reduce((x, y) => x + y, 0);
+      return b !== null && b.length === prev.length && sum(b) === sum(prev)
+             && JSON.stringify(b) !== JSON.stringify(prev);
+    }}"""
+    page.wait_for_function(check, arg=previous, timeout=timeout_ms)
     return bars(page)
 
 
 def start_and_watch(page, artifacts, name: str) -> None:
-    """Press Start, see the bars change, press Stop, see training stop; screenshots on the way."""
+    """Ask for a long run, press Start, see the bars change, press Stop, see training stop.
+
+    Screenshots go to ``artifacts``. The run is made long (300 paced iterations, ~90 s) by typing
+    in the iterations field as a person would, so Stop always lands while it is training.
+    """
+    steps = page.locator(".pqx-dashboard .widget-text", has_text="iterations").locator("input")
+    steps.fill("300")
+    steps.press("Enter")
     page.locator(".pqx-dashboard button", has_text="Start").click()
-    wait_status(page, "step", 20_000)  # the live run has drawn at least one step
-    first = bars(page)
-    assert first and len(first) == 256 and sum(first) > 0, f"no usage bars drawn: {first!r}"
-    second = wait_bars_change(page, first, 15_000)
-    assert second != first and sum(second) == sum(first)  # same training vectors, moved between codewords
+    before = bars(page)  # the notebook's own finished fit
+    assert before and len(before) == 256 and sum(before) > 0, f"no usage bars drawn: {before!r}"
+    wait_status(page, "Training pq: step", 20_000)
+    assert "/300" in status(page)
+    first = wait_bars_change(page, before, 15_000)  # the live run's first drawn step
+    second = wait_bars_change(page, first, 15_000)  # ...and a later one
+    # the same training vectors, moved between codewords
+    assert second != first and sum(second) == sum(first), (sum(first), sum(second), status(page))
     page.locator(".pqx-usage").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / f"{name}-live.png"), full_page=False)
 
     page.locator(".pqx-dashboard button", has_text="Stop").click()
-    text = wait_status(page, "Stopped at step", 30_000)
+    text = wait_status(page, "The model is dash.model", 30_000)  # final line, after recall is measured
+    assert text.startswith("Stopped at step ") and int(text.split()[3]) < 300, text
     stopped = bars(page)
     page.wait_for_timeout(1500)  # several paced steps' worth of time: nothing may move now
     assert bars(page) == stopped
