@@ -49,3 +49,14 @@ def test_steps_update_the_same_figure_in_place():
             seen.append(list(view.figure.data[0].y))
     assert view.figure is figure
     assert seen == [s.usage[0].tolist() for s in steps(events)]
+
+
+def test_replays_a_library_recorder_too():
+    from explorer import methods
+    from explorer.events import Recorder
+    from widget_streams import digits
+
+    rec = Recorder()
+    methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=3).fit(digits().base, callbacks=[rec])
+    view = UsageView().replay(rec)
+    assert list(view.figure.data[6].y) == rec.last.usage[3].tolist()

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import plotly.graph_objects as go
 
-from explorer.events import FitFailed, FitFinished, FitStarted, Note, Step
+from explorer.events import FitFailed, FitFinished, FitStarted, Note, Recorder, Step
 
 
 class View:
@@ -44,7 +44,9 @@ class View:
         self.redraw()
 
     def replay(self, events: Iterable) -> "View":
-        """Feed a recorded event list (e.g. from :class:`explorer.events.Recorder`); return self."""
+        """Feed recorded events — a list, or an :class:`explorer.events.Recorder` — then redraw; return self."""
+        if isinstance(events, Recorder):
+            events = [e for e in (events.started, *events.steps, events.finished) if e is not None]
         for event in events:
             self.observe(event)
         self.redraw()

@@ -164,8 +164,10 @@ class EmbeddingView(View):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a background projection in flight has finished (tests, notebooks)."""
-        if self._worker is not None:
+        while self._worker is not None and self._worker.is_alive():  # a final projection may chain one more
             self._worker.join(timeout)
+            if timeout is not None:
+                break
 
     # ---------------------------------------------------------------- drawing
     def _draw(self) -> None:
