@@ -53,7 +53,7 @@ class CollapseView(View):
             for m in range(M):
                 grid.add_scatter(x=[], y=[], mode="lines", name=f"subspace {m}", legendgroup=str(m),
                                  showlegend=row == 1, line_color=colors[m % len(colors)], row=row, col=1)
-        grid.update_layout(height=420, width=560, margin=dict(l=50, r=10, t=40, b=40), legend_font_size=10)
+        grid.update_layout(height=460, width=440, margin=dict(l=45, r=10, t=40, b=40), legend=dict(orientation="h", y=-0.15, font_size=10))
         grid.update_xaxes(title_text="step", row=2, col=1)
         with self.figure.batch_update():
             self.figure.data = ()

@@ -432,14 +432,16 @@ class Dashboard:
             ipw.HBox([self.start_w, self.stop_w]),
             self.status, self.errors,
         ])
-        half = ipw.Layout(width="50%")
+        half = ipw.Layout(width="460px")
         return ipw.VBox([
             controls,
             section("Codeword usage", self.usage.widget),
             ipw.HBox([ipw.Box([section("Collapse monitor", self.collapse.widget)], layout=half),
-                      ipw.Box([section("Loss curves", self.losses.widget)], layout=half)]),
+                      ipw.Box([section("Loss curves", self.losses.widget)], layout=half)],
+                     layout=ipw.Layout(flex_flow="row wrap")),
             ipw.HBox([ipw.Box([section("Soft vs hard", self.soft_hard.widget)], layout=half),
-                      ipw.Box([section("Subspace embedding", self.embedding.widget)], layout=half)]),
+                      ipw.Box([section("Subspace embedding", self.embedding.widget)], layout=half)],
+                     layout=ipw.Layout(flex_flow="row wrap")),
             section("Recall vs bits", self.recall.widget),
         ], _dom_classes=["pqx-dashboard"])
 

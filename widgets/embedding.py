@@ -70,7 +70,7 @@ class EmbeddingView(View):
         self.figure.add_scatter(x=[], y=[], mode="markers", name="codewords",
                                 marker=dict(symbol="x-thin", size=6, line=dict(width=1.5, color="rgba(0,0,0,0.75)")),
                                 hovertemplate="codeword %{text}<extra></extra>", text=[])
-        self.figure.update_layout(height=380, width=560, margin=dict(l=30, r=10, t=40, b=30), title_font_size=14,
+        self.figure.update_layout(height=380, width=440, margin=dict(l=30, r=10, t=40, b=30), title_font_size=14,
                                   title_text="Subspace embedding", legend=dict(orientation="h", y=-0.08),
                                   xaxis=dict(showticklabels=False), yaxis=dict(showticklabels=False))
         self.subspace.observe(lambda change: self.refresh(), names="value")

@@ -16,7 +16,7 @@ class LossView(View):
 
     def __init__(self):
         super().__init__()
-        self.figure.update_layout(height=300, width=560, margin=dict(l=50, r=10, t=40, b=40), title_text="Loss terms",
+        self.figure.update_layout(height=300, width=440, margin=dict(l=50, r=10, t=40, b=40), title_text="Loss terms",
                                   title_font_size=14, xaxis_title="step", yaxis_type="log")
         self._reset()
 

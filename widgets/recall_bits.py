@@ -38,7 +38,7 @@ class RecallBitsView(View):
         self.measure = ipw.Dropdown(options=list(MEASURES), value=measure, description="measure",
                                     layout=ipw.Layout(width="240px"))
         self.measure.observe(lambda change: self.redraw(), names="value")
-        self.figure.update_layout(height=340, width=800, margin=dict(l=50, r=10, t=40, b=40), title_font_size=14,
+        self.figure.update_layout(height=340, width=700, margin=dict(l=50, r=10, t=40, b=40), title_font_size=14,
                                   xaxis=dict(title="code length (bits)", type="log", dtick=0.30103),
                                   yaxis=dict(title="1-recall@1", range=[0, 1.02]))
         self.keys: list[tuple[str, bool]] = []

@@ -33,7 +33,7 @@ class SoftHardView(View):
         super().__init__()
         self.figure.add_scatter(x=[], y=[], mode="lines", name="gap ‖soft − hard‖²")
         self.figure.add_scatter(x=[], y=[], mode="lines", name="argmax agreement", yaxis="y2")
-        self.figure.update_layout(height=300, width=560, margin=dict(l=50, r=50, t=40, b=40), title_font_size=14,
+        self.figure.update_layout(height=300, width=440, margin=dict(l=50, r=50, t=40, b=40), title_font_size=14,
                                   title_text="Soft vs hard reconstruction", xaxis_title="step",
                                   yaxis_title="gap", legend=dict(orientation="h", y=-0.3),
                                   yaxis2=dict(title="agreement", overlaying="y", side="right", range=[0, 1.02]))

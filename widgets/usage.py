@@ -47,7 +47,7 @@ class UsageView(View):
                          customdata=list(range(K)))
             grid.add_scatter(x=[], y=[], mode="markers", marker=dict(symbol="x", color="#d62728", size=5),
                              name="dead", showlegend=False, row=r, col=c, hoverinfo="skip")
-        grid.update_layout(height=170 * rows + 70, width=1100, margin=dict(l=40, r=10, t=50, b=30), bargap=0,
+        grid.update_layout(height=170 * rows + 70, width=860, margin=dict(l=40, r=10, t=50, b=30), bargap=0,
                            title=dict(text="Codeword usage per subspace (✕ = dead codeword)", font_size=14))
         grid.update_xaxes(showticklabels=False, range=[-0.5, K - 0.5])
         with self.figure.batch_update():
