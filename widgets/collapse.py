@@ -31,7 +31,7 @@ class CollapseView(View):
 
     def __init__(self, n_subspaces: int = 8, *, n_distinct=None):
         super().__init__()
-        self.n_distinct = n_distinct
+        self.n_distinct = self._given_n_distinct = n_distinct
         self.alarm = ipw.HTML(_dom_classes=["pqx-alarm"])
         self._reset(n_subspaces)
         self._build(n_subspaces)
@@ -62,6 +62,9 @@ class CollapseView(View):
         self._M = M
 
     def on_started(self, event) -> None:
+        usable = getattr(event, "usable_codewords", None)
+        # codes that follow the classes are judged against the class count, not K
+        self.n_distinct = np.full(event.n_subspaces, usable) if usable else self._given_n_distinct
         self._reset(event.n_subspaces)
         if self._M != event.n_subspaces:
             self._build(event.n_subspaces)

@@ -78,6 +78,8 @@ class Quantizer:
       title / paper: human-readable name and citation, shown in views and reports.
       supervised: ``fit`` requires class labels ``y``.
       has_soft_codes: steps report ``soft_hard`` (the soft-vs-hard view plots it).
+      codes_follow_classes: a supervised method whose codes converge to one codeword per class
+        and subspace (DPQ, FPPQ); codebook health is then judged against the number of classes.
       cli_options: the method's own CLI flags (:class:`Option`).
     """
 
@@ -86,6 +88,7 @@ class Quantizer:
     paper: ClassVar[str] = ""
     supervised: ClassVar[bool] = False
     has_soft_codes: ClassVar[bool] = False
+    codes_follow_classes: ClassVar[bool] = False
     cli_options: ClassVar[tuple[Option, ...]] = ()
     supports_checkpoint: ClassVar[bool] = False
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
@@ -158,7 +161,8 @@ class Quantizer:
         self._run = run
         if run.observed:
             run.emit(FitStarted(method=self.name, params=self.get_params(), n_samples=X.shape[0], dim=X.shape[1],
-                                n_subspaces=self.n_subspaces, n_codewords=self.n_codewords))
+                                n_subspaces=self.n_subspaces, n_codewords=self.n_codewords,
+                                usable_codewords=self.usable_codewords(y)))
         t0 = time.perf_counter()
         try:
             self._fit(X, y, run)
@@ -176,6 +180,14 @@ class Quantizer:
                                  metrics=self._final_metrics(X, y)))
         self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
+
+    def usable_codewords(self, y: np.ndarray | None) -> int | None:
+        """Codewords per subspace this method can be expected to use on labels ``y``, when fewer
+        than K: the class count for ``codes_follow_classes`` methods; None otherwise."""
+        if not self.codes_follow_classes or y is None:
+            return None
+        n_classes = int(len(np.unique(y)))
+        return n_classes if n_classes < self.n_codewords else None
 
     def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
         """Check hyper-parameters against the data; methods with an embedding override the dim check."""

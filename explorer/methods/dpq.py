@@ -155,6 +155,7 @@ class DPQ(DeepQuantizer):
     title = "Deep product quantization"
     paper = "Klein & Wolf, In Defense of Product Quantization (CVPR 2019)"
     supervised = True
+    codes_follow_classes = True
     has_soft_codes = True
     cli_options = DEEP_OPTIONS + (
         Option("--no-gini", "gini", "turn both Gini regularisers off", const=False),

@@ -357,6 +357,7 @@ class FPPQ(DeepQuantizer):
     title = "FPPQ (class-level PQ labels)"
     paper = "Liang, Zhang, Li & Wang, NeurIPS 2023"
     supervised = True
+    codes_follow_classes = True
     has_soft_codes = False
     cli_options = DEEP_OPTIONS + (
         Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
