@@ -2,18 +2,20 @@
 vectors to an embedding of ``embedding_dim`` = D dimensions split into M sub-vectors, trained
 by mini-batch epochs; ``transform`` runs the model in eval mode, in batches.
 
-A method subclasses :class:`DeepQuantizer`, builds its network in ``_build_model`` (store it as
-``self.model_``; its ``embed(x)`` method must return the (b, D) embedding in which ``codebooks_``
-live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare` and :meth:`_batches`;
-its ``cli_options`` start with :data:`DEEP_OPTIONS`, the flags every deep method shares. Inputs are standardised with one scalar mean and scale
-measured on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and
-Fashion-MNIST (0–1) reach the network on the same footing.
+A method subclasses :class:`DeepQuantizer`, builds its network (store it as ``self.model_``; its
+``embed(x)`` method must return the (b, D) embedding in which ``codebooks_`` live; FPPQ and SSCQ
+build it in ``_make_model``, see below) and writes its own epoch loop in ``_fit`` using
+:meth:`_prepare` and :meth:`_batches`; its ``cli_options`` start with :data:`DEEP_OPTIONS`, the
+flags every deep method shares. Inputs are standardised with one scalar mean and scale measured
+on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and Fashion-MNIST
+(0–1) reach the network on the same footing.
 
 Checkpoints (``pqx train --checkpoint/--resume``, ``fit(X, resume=state)``) are handled here once
 for every deep method. A method opts in with three things:
 
-1. ``supports_checkpoint = True`` (and, in ``checkpoint_attrs``, any fitted array the network
-   cannot be rebuilt without, e.g. ``classes_``);
+1. ``supports_checkpoint = True`` and, in ``checkpoint_attrs``, the fitted arrays the network
+   cannot be rebuilt without (DPQ: ``("classes_",)``; leave ``codebooks_`` out where it is a
+   property computed from the model);
 2. ``_make_model(dim, gen)``, returning its network for inputs of ``dim`` features, built from
    the parameters and fitted attributes alone (``_fit`` builds it the same way, so the seeded
    RNGs are consumed identically in a fresh and a resumed fit);
@@ -26,7 +28,9 @@ for every deep method. A method opts in with three things:
 The checkpoint's ``extra`` then holds ``model``, ``optimizer`` and ``scheduler``
 (``state_dict()`` copies on the CPU, so later training cannot change a state already taken),
 ``input`` (the standardisation and image shape) and ``history``. A method with more training
-state (FPPQ: its PQ labels and phase) extends :meth:`_extra_state` / :meth:`_load_extra_state`.
+state (FPPQ: its PQ labels and phase) extends :meth:`_extra_state` / :meth:`_load_extra_state`;
+one with fitted attributes derived from the network (DPQ's ``centroids_``, ``classifier_``)
+refreshes them in ``_load_extra_state`` after calling ``super()``.
 """
 from __future__ import annotations
 

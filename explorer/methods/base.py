@@ -206,8 +206,10 @@ class Quantizer:
         step just reported. Methods opt in with ``supports_checkpoint = True``.
         """
         if not self.supports_checkpoint:
+            from . import available, get
+            supported = ", ".join(n for n in available() if get(n).supports_checkpoint)
             raise InvalidParameter(f"method {self.name!r} does not support checkpoints yet; "
-                                   "train without --checkpoint/--resume (PQ and OPQ support them)")
+                                   f"train without --checkpoint/--resume ({supported} support them)")
         self._check_fitted()
         return {
             "method": self.name,
