@@ -139,6 +139,8 @@ def test_dashboard_stop_then_pickle_then_state_dict_still_resumes(Xy, reference)
     q = methods.create("sscq", **SETTINGS["sscq"])
     q.fit(Xy[0], callbacks=[Recorder(), lambda e: stop.set() if isinstance(e, Step) and e.step == 2 else None], stop=stop)
     assert q.stopped_ and q.n_steps_ == 2
+    with pytest.raises(ValueError, match="NaN"):  # a refused fit leaves the stopped model and its states alone
+        q.fit(np.full((10, 64), np.nan))
     q = pickle.loads(pickle.dumps(q))
     torch.manual_seed(99), torch.rand(3)
     resumed = fit("sscq", Xy, resume=q.state_dict())

@@ -183,12 +183,15 @@ class DeepQuantizer(Quantizer):
         scheduler and RNG states instead of the objects (a scheduler's lambda does not pickle,
         and the global RNG is the caller's again), so ``state_dict()`` taken after a stopped
         fit — the dashboard's Stop — still resumes it exactly."""
-        self._after_fit = None
+        previous, self._after_fit = getattr(self, "_after_fit", None), None
+        self._optimizer = self._scheduler = None
         try:
             return super().fit(X, y, **kwargs)
         finally:
-            if self.supports_checkpoint and getattr(self, "model_", None) is not None:
+            if self.supports_checkpoint and self._optimizer is not None:  # this fit reached its training loop
                 self._after_fit = {**self._training_states(), "rng": self._rng_states()}
+            else:  # refused before training (bad input): the previous model and its states stand
+                self._after_fit = previous
             self._optimizer = self._scheduler = None
 
     def _training_states(self) -> dict:
