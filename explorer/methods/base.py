@@ -218,23 +218,29 @@ class Quantizer:
         step just reported. Methods opt in with ``supports_checkpoint = True``.
         """
         if not self.supports_checkpoint:
+            from . import available, get
+            supported = ", ".join(n for n in available() if get(n).supports_checkpoint)
             raise InvalidParameter(f"method {self.name!r} does not support checkpoints yet; "
-                                   "train without --checkpoint/--resume (PQ and OPQ support them)")
+                                   f"train without --checkpoint/--resume ({supported} support them)")
         self._check_fitted()
-        gen, rng = getattr(self, "_rngs", (None, None))
         return {
             "method": self.name,
             "params": {k: v for k, v in self.get_params().items() if k != "device"},
             "step": self.current_step,
             "data": dict(self._data_digest),
             "arrays": {a: np.array(getattr(self, a), copy=True) for a in self.checkpoint_attrs if hasattr(self, a)},
-            "rng": {"numpy": None if rng is None else rng.bit_generator.state,
-                    "torch": None if gen is None else gen.get_state().clone(),
-                    "torch_global": torch.get_rng_state().clone(),
-                    # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
-                    "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None},
+            "rng": self._rng_states(),
             "extra": self._extra_state(),
         }
+
+    def _rng_states(self) -> dict:
+        """The ``rng`` entry of :meth:`state_dict`: states of :meth:`_generators`' pair and of torch's global RNGs."""
+        gen, rng = getattr(self, "_rngs", (None, None))
+        return {"numpy": None if rng is None else rng.bit_generator.state,
+                "torch": None if gen is None else gen.get_state().clone(),
+                "torch_global": torch.get_rng_state().clone(),
+                # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
+                "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None}
 
     def load_state_dict(self, state: dict) -> "Quantizer":
         """Restore the fitted attributes of a :meth:`state_dict` (a usable model); return self.
