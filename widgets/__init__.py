@@ -3,6 +3,7 @@
 One file per view (usage, collapse, soft_hard, embedding, recall_bits, losses), each owning one
 plotly ``FigureWidget``; :class:`Dashboard` composes them with controls and Start / Stop.
 """
+from ._view import watch
 from .collapse import CollapseView
 from .dashboard import Dashboard, reference_rows, result_row
 from .embedding import EmbeddingView
@@ -12,4 +13,4 @@ from .soft_hard import SoftHardView
 from .usage import UsageView
 
 __all__ = ["Dashboard", "UsageView", "CollapseView", "SoftHardView", "EmbeddingView", "RecallBitsView", "LossView",
-           "result_row", "reference_rows"]
+           "result_row", "reference_rows", "watch"]

@@ -80,3 +80,30 @@ class View:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+class watch:
+    """A training callback feeding ``views``: every event is observed by every view (line plots
+    keep every step), redraws go through :class:`explorer.events.Throttle` (``interval`` seconds).
+
+    ``model.fit(X, callbacks=[watch(usage, soft_hard)])`` is the dashboard's wiring without its
+    controls, for notebooks that compare runs side by side. Embedding views get their samples:
+    ``sample_every`` is the smallest of the views' own ``sample_every`` (0 = none asked).
+    """
+
+    def __init__(self, *views: View, interval: float = 0.3):
+        from explorer.events import Throttle
+
+        self.views = views
+        self._redraw = Throttle(self._draw_all, interval=interval)
+        periods = [int(getattr(v, "sample_every", 0) or 0) for v in views]
+        self.sample_every = min([p for p in periods if p > 0], default=0)
+
+    def _draw_all(self, event) -> None:
+        for view in self.views:
+            view.redraw()
+
+    def __call__(self, event) -> None:
+        for view in self.views:
+            view.observe(event)
+        self._redraw(event)

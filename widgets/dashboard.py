@@ -378,7 +378,8 @@ class Dashboard:
                 raise
             return
         self.model = quantizer
-        verb = f"Stopped at step {quantizer.n_steps_}" if quantizer.stopped_ else f"Finished {quantizer.n_steps_} steps"
+        n = quantizer.n_steps_
+        verb = f"Stopped at step {n}" if quantizer.stopped_ else f"Finished {n} step{'' if n == 1 else 's'}"
         self._say(f"{verb} in {quantizer.fit_seconds_:.1f} s; measuring recall on {len(ds.queries)} held-out queries…")
         try:
             row = result_row(quantizer, ds, gt)
