@@ -43,7 +43,10 @@ def _names(text: str, what: str, valid) -> list[str]:
 
 
 def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:  # keep the column: the width is the digits before any "." in spec
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 1)) if not spec.startswith("<") else "-".ljust(int(width or 1))
+    return format(value, spec)
 
 
 def _print_row(row: dict) -> None:
