@@ -23,7 +23,7 @@ buffers, the output codes). The pages of the mapped file are page cache that the
 at any time, so they are not counted. Without ``/proc`` (not Linux), ``ru_maxrss`` is
 used instead, which over-counts.
 
-``quick=True`` shrinks every size (1e4 vectors for PQ, a 1e5-row file) for tests; its figures
+``quick=True`` shrinks every size (5,000 vectors for PQ, a 50,000-row file) for tests; its figures
 are not the reported ones.
 """
 from __future__ import annotations
@@ -235,12 +235,12 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
     deep = [m for m in methods.available() if m not in CLASSIC] if deep_methods is None else list(deep_methods)
     details: dict = {}
     say("PQ fit and encode vs faiss ...")
-    details["pq_vs_faiss"] = pq_vs_faiss(n=10_000 if quick else 100_000, repeats=1 if quick else 3)
+    details["pq_vs_faiss"] = pq_vs_faiss(n=5_000 if quick else 100_000, repeats=1 if quick else 3)
     say("hook overhead ...")
     details["hook_overhead"] = hook_overhead(repeats=3 if quick else 9)
     say("memory of encoding a memory-mapped .bvecs file ...")
-    details["mmap_encode_memory"] = mmap_encode_memory(n=100_000 if quick else 1_000_000,
-                                                       n_train=5_000 if quick else 20_000)
+    details["mmap_encode_memory"] = mmap_encode_memory(n=50_000 if quick else 1_000_000,
+                                                       n_train=2_000 if quick else 20_000)
     result = {
         "pq_fit_vs_faiss": details["pq_vs_faiss"]["fit_ratio"],
         "pq_encode_vs_faiss": details["pq_vs_faiss"]["encode_ratio"],
@@ -249,7 +249,7 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
     }
     if deep:
         say(f"encode throughput of {', '.join(deep)} vs PQ ...")
-        details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000)
+        details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000, repeats=1 if quick else 3)
         for name, value in details["encode_vs_pq"].items():
             result[f"{name}_encode_vs_pq"] = value.get("ratio")
     result["quick"] = quick
