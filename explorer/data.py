@@ -241,9 +241,9 @@ def read_vectors(path) -> np.ndarray:
         arr = read_idx(path)
     else:
         raise DataFileError(f"{path}: unknown format; supported extensions are .fvecs, .ivecs, .bvecs, .npy and IDX")
-    if arr.ndim == 1:
+    if arr.ndim <= 1:
         return arr
-    return arr.reshape(arr.shape[0], -1)
+    return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:])))  # explicit width: -1 fails on 0 rows
 
 
 # --------------------------------------------------------------------------- entry point
@@ -268,6 +268,8 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
         base = read_vectors(key)
         if base.ndim != 2:
             raise DataFileError(f"{key}: holds a {base.ndim}-D array; vectors must be 2-D (n, d)")
+        if base.shape[0] == 0 or base.shape[1] == 0:
+            raise DataFileError(f"{key}: holds no vectors (shape {base.shape}); give a file with at least one vector")
         ds = Dataset(Path(key).stem, base)
     else:
         raise InvalidParameter(f"unknown dataset {key!r}; use one of {', '.join(BUILTINS)} or a path to a vector file")

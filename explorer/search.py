@@ -114,10 +114,9 @@ def to_faiss(quantizer):
     rotation = getattr(quantizer, "rotation_", None)
     if rotation is None:
         return pq_index
+    # faiss's Python layer keeps references to both parts, so they live as long as the index.
     index = faiss.IndexPreTransform(faiss_rotation(rotation), pq_index)
     index.is_trained = True
-    index.own_fields = True
-    pq_index.this.disown()
     return index
 
 
@@ -135,11 +134,21 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
         index = faiss.IndexPQ(d, n_subspaces, nbits)
         index.pq.cp.seed = seed
         index.pq.cp.niter = n_iter
+        index.pq.cp.min_points_per_centroid = 1  # only silences faiss's small-training-set warning
     elif kind == "opq":
         opq = faiss.OPQMatrix(d, n_subspaces)
-        index = faiss.IndexPreTransform(opq, faiss.IndexPQ(d, n_subspaces, nbits))
+        opq.verbose = False  # faiss seeds its OPQ rotation internally; `seed` does not reach it
+        # The PQs OPQ trains get min_points_per_centroid = 1, which only silences faiss's
+        # small-training-set warning; the index keeps a reference to opq.pq so it stays alive.
+        opq.pq = opq_pq = faiss.ProductQuantizer(d, n_subspaces, nbits)
+        opq_pq.cp.min_points_per_centroid = 1
+        inner = faiss.IndexPQ(d, n_subspaces, nbits)
+        inner.pq.cp.min_points_per_centroid = 1
+        index = faiss.IndexPreTransform(opq, inner)
+        index.referenced_objects.append(opq_pq)
     elif kind == "rq":
         index = faiss.IndexResidualQuantizer(d, n_subspaces, nbits)
+        index.rq.cp.min_points_per_centroid = 1  # only silences faiss's small-training-set warning
     elif kind == "lsq":
         index = faiss.IndexLocalSearchQuantizer(d, n_subspaces, nbits)
     else:

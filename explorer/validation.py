@@ -78,7 +78,9 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
         raise InvalidType(f"{name} must be a number; got {value!r} ({type(value).__name__})")
     value = float(value)
     if not np.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-        raise InvalidParameter(f"{name}={value} is out of range; it must be finite and in [{low}, {high}]")
+        bounds = [f"≥ {low}" if low is not None else "", f"≤ {high}" if high is not None else ""]
+        rng = " and ".join(b for b in bounds if b) or "finite"
+        raise InvalidParameter(f"{name}={value} is out of range; it must be finite and {rng}")
     return value
 
 

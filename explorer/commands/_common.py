@@ -46,6 +46,22 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                 p.add_argument(opt.flag, dest=dest, type=opt.type, default=None, help=f"[{name}] {opt.help}")
 
 
+def fall_back_device(params: dict, prog: str = "pqx") -> dict:
+    """Replace an accelerator torch cannot see (``--device cuda`` / ``mps`` on a machine without one)
+    by ``"cpu"``, saying so in one line on stderr; other device errors are left to the method."""
+    from ..methods.base import resolve_device
+    device = params.get("device")
+    if device is None or not str(device).startswith(("cuda", "mps")):
+        return params
+    try:
+        resolve_device(device)
+    except InvalidParameter:
+        what = "Apple (MPS) GPU" if str(device) == "mps" else "CUDA GPU"
+        sys.stderr.write(f"{prog}: warning: --device {device} but torch sees no {what}; training on cpu instead\n")
+        params["device"] = "cpu"
+    return params
+
+
 def method_params(args, method: str | None = None) -> dict:
     """kwargs for the chosen method from the parsed flags; a flag the method lacks is an error."""
     method = method or args.method
@@ -77,8 +93,10 @@ def method_params(args, method: str | None = None) -> dict:
 class ProgressBar:
     """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second."""
 
-    def __init__(self, total: int | None, stream=sys.stderr, width: int = 30, interval: float = 0.1):
-        self.total, self.stream, self.width, self.interval = total, stream, width, interval
+    def __init__(self, total: int | None, stream=None, width: int = 30, interval: float = 0.1):
+        # stderr is looked up when the bar is made, not when this module is imported, so a
+        # replaced sys.stderr (pytest's capture, a notebook) is honoured
+        self.total, self.stream, self.width, self.interval = total, stream or sys.stderr, width, interval
         self._last = 0.0
 
     def __call__(self, event):

@@ -62,6 +62,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidParameter(f"device={name!r} is not a torch device; use 'cpu', 'cuda', 'mps' or 'auto'") from None
 
 
+def data_digest(X: np.ndarray) -> dict:
+    """Cheap fingerprint of a training set (n, dim, sha1 of ≤ 1000 evenly spaced rows), to tell data apart."""
+    import hashlib
+    rows = np.linspace(0, len(X) - 1, num=min(1000, len(X))).astype(np.int64)
+    digest = hashlib.sha1(np.ascontiguousarray(X[rows], dtype=np.float32).tobytes()).hexdigest()
+    return {"n": int(X.shape[0]), "dim": int(X.shape[1]), "digest": digest}
+
+
 class Quantizer:
     """Base of every quantizer: ``fit(X, y=None, callbacks=())`` → self, ``encode``, ``decode``.
 
@@ -79,6 +87,8 @@ class Quantizer:
     supervised: ClassVar[bool] = False
     has_soft_codes: ClassVar[bool] = False
     cli_options: ClassVar[tuple[Option, ...]] = ()
+    supports_checkpoint: ClassVar[bool] = False
+    checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, random_state: int = 0, device: str = "cpu"):
         self.n_subspaces = n_subspaces
@@ -140,12 +150,15 @@ class Quantizer:
         return int(self.n_subspaces * int(np.ceil(np.log2(self.n_codewords))))
 
     # ----------------------------------------------------------------- training
-    def fit(self, X, y=None, *, callbacks: Iterable[Callable] = (), stop: StopSignal | None = None) -> "Quantizer":
+    def fit(self, X, y=None, *, callbacks: Iterable[Callable] = (), stop: StopSignal | None = None,
+            resume: dict | None = None) -> "Quantizer":
         """Train on ``X`` (n, d) (and labels ``y`` (n,) for supervised methods); return self.
 
         ``callbacks`` receive the events of :mod:`explorer.events`; ``stop`` (a
         :class:`StopSignal` or ``threading.Event``) ends training after the current step,
-        leaving a usable model with ``stopped_ = True``.
+        leaving a usable model with ``stopped_ = True``. ``resume`` is a :meth:`state_dict`
+        saved during an earlier fit of the same method, parameters and data: training continues
+        from its step and, with the same seed, ends with the codes an uninterrupted fit gives.
         """
         X = check_vectors(X, "X")
         y = check_labels(y, X.shape[0], "y")
@@ -154,7 +167,12 @@ class Quantizer:
         self._validate(X, y)
         self.device_ = resolve_device(self.device)
         self.dim_ = X.shape[1]
+        self._data_digest = data_digest(X)
+        if resume is not None:
+            self._check_resumable(resume)
+        self._resume_state = resume
         run = TrainingRun(callbacks, stop)
+        self._run = run
         if run.observed:
             run.emit(FitStarted(method=self.name, params=self.get_params(), n_samples=X.shape[0], dim=X.shape[1],
                                 n_subspaces=self.n_subspaces, n_codewords=self.n_codewords))
@@ -163,13 +181,17 @@ class Quantizer:
             self._fit(X, y, run)
         except Exception as exc:
             run.emit(FitFailed(steps=run.steps, error=f"{type(exc).__name__}: {exc}"))
+            self._run = None
             raise
+        finally:
+            self._resume_state = None
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_steps_ = run.steps
         self.stopped_ = run.stopped
         if run.observed:
             run.emit(FitFinished(steps=run.steps, stopped=run.stopped, seconds=self.fit_seconds_,
                                  metrics=self._final_metrics(X, y)))
+        self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
 
     def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
@@ -183,13 +205,120 @@ class Quantizer:
         codes = self.encode(X)
         return {"distortion": self.embedding_distortion(X, codes)}
 
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def current_step(self) -> int:
+        """Steps completed so far in the running (or last) fit, counting steps before a resume."""
+        run = getattr(self, "_run", None)
+        return int(run.steps) if run is not None else int(getattr(self, "n_steps_", 0))  # during / after fit
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training from the current step, as plain data.
+
+        Keys: ``method``, ``params`` (:meth:`get_params`), ``step``, ``data`` (n, dim and a
+        digest of the training set), ``arrays`` (the fitted attributes in ``checkpoint_attrs``,
+        numpy copies), ``rng`` (numpy bit-generator state, torch generator and global torch RNG
+        states) and ``extra`` (:meth:`_extra_state`: model/optimizer state for torch methods).
+        Safe to call from a callback during ``fit``: it then describes the state after the
+        step just reported. Methods opt in with ``supports_checkpoint = True``.
+        """
+        if not self.supports_checkpoint:
+            raise InvalidParameter(f"method {self.name!r} does not support checkpoints yet; "
+                                   "train without --checkpoint/--resume (PQ and OPQ support them)")
+        self._check_fitted()
+        gen, rng = getattr(self, "_rngs", (None, None))
+        return {
+            "method": self.name,
+            "params": {k: v for k, v in self.get_params().items() if k != "device"},
+            "step": self.current_step,
+            "data": dict(self._data_digest),
+            "arrays": {a: np.array(getattr(self, a), copy=True) for a in self.checkpoint_attrs if hasattr(self, a)},
+            "rng": {"numpy": None if rng is None else rng.bit_generator.state,
+                    "torch": None if gen is None else gen.get_state().clone(),
+                    "torch_global": torch.get_rng_state().clone(),
+                    # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
+                    "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None},
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> "Quantizer":
+        """Restore the fitted attributes of a :meth:`state_dict` (a usable model); return self.
+
+        To continue *training* from it, pass it to ``fit(X, resume=state)`` instead.
+        """
+        if not self.supports_checkpoint:
+            self.state_dict()  # raises the message above
+        if state.get("method") != self.name:
+            raise InvalidParameter(f"checkpoint is for method {state.get('method')!r}, not {self.name!r}; "
+                                   "resume with the method that wrote it")
+        for attr, value in state["arrays"].items():
+            setattr(self, attr, np.asarray(value))
+        self.dim_ = int(state["data"]["dim"])
+        self.n_steps_ = int(state["step"])
+        return self
+
+    def _check_resumable(self, state: dict) -> None:
+        """Refuse a checkpoint from another method, other hyper-parameters or other data."""
+        if not self.supports_checkpoint:
+            self.state_dict()  # raises: not supported
+        if state.get("method") != self.name:
+            raise InvalidParameter(f"checkpoint is for method {state.get('method')!r}, not {self.name!r}; "
+                                   "resume with the method that wrote it")
+        mine = {k: v for k, v in self.get_params().items() if k != "device"}
+        diff = sorted(k for k in set(mine) | set(state["params"]) if mine.get(k) != state["params"].get(k))
+        if diff:
+            shown = ", ".join(f"{k}={state['params'].get(k)!r} (now {mine.get(k)!r})" for k in diff)
+            raise InvalidParameter(f"checkpoint was trained with {shown}; resume with the same parameters and seed")
+        if state["data"] != self._data_digest:
+            raise InvalidParameter(f"checkpoint was trained on other data ({state['data']['n']}×{state['data']['dim']}, "
+                                   f"digest {state['data']['digest'][:12]}); resume on the same data (and --n-queries/--seed)")
+
+    def _resume_from(self) -> int:
+        """Step to start from: 0, or the checkpoint's step, after restoring its arrays and extra state."""
+        state = getattr(self, "_resume_state", None)
+        if state is None:
+            return 0
+        for attr, value in state["arrays"].items():
+            setattr(self, attr, np.array(value, copy=True))
+        self._load_extra_state(state.get("extra") or {})
+        self._run.steps = int(state["step"])
+        return int(state["step"])
+
+    def _restore_rngs(self, gen: torch.Generator | None = None, rng: np.random.Generator | None = None) -> None:
+        """Set the generators (default: those of :meth:`_generators`) to the checkpoint's states; no-op when not resuming.
+
+        Call it after the deterministic set-up that consumed randomness (subsampling, init),
+        right before the first resumed step.
+        """
+        state = getattr(self, "_resume_state", None)
+        if state is None:
+            return
+        gen0, rng0 = getattr(self, "_rngs", (None, None))
+        gen, rng = gen or gen0, rng or rng0
+        if rng is not None and state["rng"]["numpy"] is not None:
+            rng.bit_generator.state = state["rng"]["numpy"]
+        if gen is not None and state["rng"]["torch"] is not None:
+            gen.set_state(state["rng"]["torch"])
+        torch.set_rng_state(state["rng"]["torch_global"])
+        if state["rng"].get("torch_cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["torch_cuda"])
+
+    def _extra_state(self) -> dict:
+        """Method state beyond ``checkpoint_attrs`` (torch methods: model and optimizer ``state_dict()``)."""
+        return {}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        """Restore what :meth:`_extra_state` returned (called when a resumed fit starts)."""
+
     # ----------------------------------------------------------------- helpers for subclasses
     def _generators(self) -> tuple[torch.Generator, np.random.Generator]:
         """Seeded torch and numpy generators from ``random_state`` (also seeds torch's global RNG
-        for layers that draw from it, such as dropout and parameter init)."""
+        for layers that draw from it, such as dropout and parameter init). The pair is kept so
+        that :meth:`state_dict` can save their states."""
         seed = int(self.random_state or 0)
         torch.manual_seed(seed)
-        return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+        self._rngs = (torch.Generator().manual_seed(seed), np.random.default_rng(seed))
+        return self._rngs
 
     def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
         """An :class:`EmbeddingSample` of ≤ ``size`` rows of embedded vectors ``Z`` (n, D), fixed rows."""
@@ -229,9 +358,24 @@ class Quantizer:
             out[start:start + batch] = assign.T.numpy()
         return out
 
-    def encode(self, X) -> np.ndarray:
-        """Codes (n, M), uint8 when K ≤ 256 else uint16: codeword index per subspace."""
-        return self._encode_embedded(self.transform(X))
+    def encode(self, X, *, batch_size: int = 65536) -> np.ndarray:
+        """Codes (n, M), uint8 when K ≤ 256 else uint16: codeword index per subspace.
+
+        A numpy array (or memory map) with more than ``batch_size`` rows is validated,
+        transformed and encoded ``batch_size`` rows at a time, so a base larger than memory is
+        never copied whole to float32; only the codes (n·M bytes) are held.
+        """
+        if not (isinstance(X, np.ndarray) and X.ndim == 2 and len(X) > batch_size):
+            return self._encode_embedded(self.transform(X))
+        self._check_fitted()
+        out = np.empty((len(X), self.n_subspaces), dtype=code_dtype(self.n_codewords))
+        for start in range(0, len(X), batch_size):
+            stop = min(start + batch_size, len(X))
+            try:
+                out[start:stop] = self._encode_embedded(self.transform(X[start:stop]))
+            except (InvalidParameter, InvalidType) as exc:
+                raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
+        return out
 
     def reconstruct(self, codes) -> np.ndarray:
         """Codes (n, M) → reconstructions (n, D) in the codebooks' space: the chosen codewords side by side."""

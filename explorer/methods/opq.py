@@ -46,6 +46,8 @@ class OPQ(PQ):
     title = "Optimized product quantization"
     paper = "Ge, He, Ke & Sun, TPAMI 2014"
     cli_options = ()
+    supports_checkpoint = True  # state: rotation_, codebooks_, round, RNG states
+    checkpoint_attrs = ("codebooks_", "rotation_")
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, n_iter: int = 50, n_iter_pq: int = 4,
                  n_iter_pq_first: int = 40, max_train_points: int | None = 65536, random_state: int = 0,
@@ -65,9 +67,14 @@ class OPQ(PQ):
         Xt = torch.from_numpy(subsample(X, self.max_train_points, rng)).to(self.device_)
         d = Xt.shape[1]
         R = random_rotation(d, gen).to(self.device_)
-        self.rotation_ = R.cpu().numpy()
         C = None
-        for it in range(1, self.n_iter + 1):
+        start = self._resume_from()
+        if start:  # continue after round `start` with its rotation, codebooks and RNG states
+            R = torch.from_numpy(np.array(self.rotation_, dtype=np.float32)).to(self.device_)
+            C = torch.from_numpy(np.array(self.codebooks_, dtype=np.float32)).to(self.device_)
+            self._restore_rngs(gen, rng)
+        self.rotation_ = R.cpu().numpy()
+        for it in range(start + 1, self.n_iter + 1):
             Y = Xt @ R.T
             C = self._train_codebooks(Y.cpu().numpy(), run, centroids=C, emit=False, rng=rng, gen=gen,
                                       n_iter=self.n_iter_pq_first if it == 1 else self.n_iter_pq)

@@ -47,6 +47,7 @@ class PQ(Quantizer):
     name = "pq"
     title = "Product quantization"
     paper = "Jégou, Douze & Schmid, TPAMI 2011"
+    supports_checkpoint = True  # state: codebooks_, step, RNG states (see Quantizer.state_dict)
     cli_options = (
         Option("--init", "init", "codebook initialisation: random (faiss) or narrow (bad start, for collapse demos)", type=str),
         Option("--no-repair", "repair_empty", "do not repair empty clusters", const=False),
@@ -78,17 +79,27 @@ class PQ(Quantizer):
         return init_random_points(Xs, self.n_codewords, gen)
 
     def _train_codebooks(self, X: np.ndarray, run, *, centroids: torch.Tensor | None = None, n_iter: int | None = None,
-                         step_offset: int = 0, emit: bool = True, rng=None, gen=None) -> torch.Tensor:
-        """Lloyd on X (n, d) from ``centroids`` (or a fresh init); sets ``codebooks_``; returns the centroids."""
+                         step_offset: int = 0, emit: bool = True, rng=None, gen=None, resume: bool = False) -> torch.Tensor:
+        """Lloyd on X (n, d) from ``centroids`` (or a fresh init); sets ``codebooks_``; returns the centroids.
+
+        With ``resume``, the subsample is drawn as in the original fit, then the centroids, the
+        step and the RNG states come from the checkpoint, so the remaining iterations repeat
+        those of an uninterrupted fit exactly.
+        """
         if gen is None:
             gen, rng = self._generators()
         cap = None if self.max_points_per_codeword is None else self.max_points_per_codeword * self.n_codewords
         Xt = torch.from_numpy(subsample(X, cap, rng)).to(self.device_)
         Xs = split_into_subspaces(Xt, self.n_subspaces)
+        if resume:
+            step_offset = self._resume_from()
+            n_iter = self.n_iter - step_offset
+            centroids = torch.from_numpy(np.array(self.codebooks_, dtype=np.float32)).to(self.device_)
+            self._restore_rngs(gen, rng)
         C = self._init_codebooks(Xs, gen) if centroids is None else centroids
         self.codebooks_ = C.cpu().numpy()
         split_rng = rng if self.repair_empty else None
-        for state in lloyd(Xs, C, n_iter or self.n_iter, split_rng):
+        for state in lloyd(Xs, C, self.n_iter if n_iter is None else n_iter, split_rng):
             self.codebooks_ = C.cpu().numpy()
             if emit and not run.step(step_offset + state.iteration, {"total": state.mse}, n_codewords=self.n_codewords,
                                      usage=state.counts.cpu().numpy().astype(np.int64),
@@ -98,4 +109,4 @@ class PQ(Quantizer):
         return C
 
     def _fit(self, X, y, run):
-        self._train_codebooks(X, run)
+        self._train_codebooks(X, run, resume=self._resume_state is not None)

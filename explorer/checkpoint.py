@@ -1,0 +1,108 @@
+"""Training checkpoints: save a quantizer's :meth:`~explorer.methods.base.Quantizer.state_dict`
+every N steps, atomically, and load it to resume.
+
+A checkpoint directory holds one file, ``checkpoint.pt`` (the latest state), written to a
+temporary file in the same directory and renamed over the old one, so a crash or Ctrl-C while
+saving leaves the previous checkpoint intact. The file is a ``torch.save`` of plain data
+(numpy arrays stored as tensors) and is read back with ``weights_only=True``: loading a
+checkpoint never runs pickled code.
+
+Usage::
+
+    ckpt = Checkpointer(quantizer, "ckpt/", every=5)
+    quantizer.fit(X, callbacks=[ckpt])            # saves after steps 5, 10, ... and at the end
+    state = load_checkpoint("ckpt/")
+    type(quantizer)(**params).fit(X, resume=state)  # continues from state["step"]
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataFileError
+from .events import FitFinished, Step
+from .validation import check_int
+
+FILENAME = "checkpoint.pt"
+
+
+def _to_storable(value):
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
+    if isinstance(value, dict):
+        return {k: _to_storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_storable(v) for v in value)
+    return value
+
+
+def _from_storable(value):
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"}:
+            return value["__ndarray__"].numpy()
+        return {k: _from_storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_storable(v) for v in value)
+    return value
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` (a ``state_dict()``) to ``directory/checkpoint.pt`` atomically; return the path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / FILENAME
+    tmp = directory / f".{FILENAME}.tmp{os.getpid()}"
+    try:
+        torch.save(_to_storable(state), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike) -> dict:
+    """The state saved in ``directory`` by :func:`save_checkpoint`; :class:`DataFileError` when absent or unreadable."""
+    path = Path(directory) / FILENAME
+    if not path.is_file():
+        raise DataFileError(f"--resume {directory}: no {FILENAME} there; give the directory passed to --checkpoint")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # truncated, not a torch file, or a file holding code
+        raise DataFileError(f"{path}: not a readable PQ Explorer checkpoint ({type(exc).__name__}); "
+                            "delete it and train again") from None
+    if not isinstance(state, dict) or not {"method", "params", "step", "arrays", "rng"} <= set(state):
+        raise DataFileError(f"{path}: not a PQ Explorer checkpoint (missing keys); delete it and train again")
+    return _from_storable(state)
+
+
+class Checkpointer:
+    """Callback that saves ``quantizer.state_dict()`` to ``directory`` every ``every`` steps and when the fit ends.
+
+    It runs inside the step, so the saved state is exactly the one after that step; the final
+    save (also after a stop or Ctrl-C) makes ``--resume`` continue from the last step trained.
+    """
+
+    def __init__(self, quantizer, directory: str | os.PathLike, every: int = 1) -> None:
+        self.quantizer = quantizer
+        self.directory = Path(directory)
+        self.every = check_int(every, "checkpoint_every", low=1)
+        self.saved_steps: list[int] = []
+        if not type(quantizer).supports_checkpoint:
+            quantizer.state_dict()  # raises InvalidParameter naming the method, before any training
+
+    def _save(self) -> None:
+        state = self.quantizer.state_dict()
+        if self.saved_steps and self.saved_steps[-1] == state["step"]:
+            return
+        save_checkpoint(self.directory, state)
+        self.saved_steps.append(int(state["step"]))
+
+    def __call__(self, event) -> None:
+        if isinstance(event, Step) and event.step % self.every == 0:
+            self._save()
+        elif isinstance(event, FitFinished):
+            self._save()

@@ -1,0 +1,572 @@
+"""FPPQ — Full Potential Product Quantization (Liang, Zhang, Li & Wang, "Unleashing the Full
+Potential of Product Quantization for Large-Scale Image Retrieval", NeurIPS 2023; Algorithm 1 is
+in the supplementary material).
+
+The method in three parts (Sec. 4 of the paper):
+
+1. **Class-level PQ labels** (Sec. 4.2, Eq. 8). Average the features of each class, train PQ
+   (k-means per subspace) on the class means and encode them: class c gets the label
+   (k_1..k_M). Classes that share a label are moved, one by one, to the *free* code tuple with
+   the lowest quantization error. With fewer classes than K (ImageNet100; digits here) k-means
+   cannot run on the class means, so PQ is trained on all instance features and the class means
+   are encoded with it (Sec. 5.4). When the label PQ produces too many duplicates (ImageNet1K:
+   > 50 %), the paper falls back to OrthoHash's non-redundant Bernoulli-sampled codes, cut into
+   M segments of log2 K bits (Sec. 5.4).
+2. **Training** (Sec. 4.1, Eqs. 2–7). Backbone feature F (D dims) → M sub-branches; branch m
+   is a bias-free K-way classifier over the normalised segment F̃_m with normalised weights
+   w̃_mk, trained with a CosFace margin on its label digit k_m (L_pq, Eq. 6), plus a
+   classification loss L_cls on the whole feature (Eq. 7: L = L_cls + L_pq).
+3. **Retrieval** (Sec. 4.3, Eqs. 9–11, Algorithm 1 RETRIEVAL). The codebook is the normalised
+   branch weights, C_mk = w̃_mk, (M, K, D/M). Encoding is plain PQ (nearest codeword);
+   search is symmetric (Eq. 9) or asymmetric (Eq. 10) table look-up, also through a faiss
+   ``IndexPQ`` loaded with C (``to_faiss()``).
+
+What ``transform`` returns. By default (``segment_normalize=True``) the backbone feature with
+each of its M segments scaled to unit L2 norm — ``[F̃_1, …, F̃_M]``, (n, D) float32, so
+||z||² = M and every sub-vector lies on the same unit sphere as the codewords. This is the
+"SegFnor" row of the supplement's Table 3; ``segment_normalize=False`` returns the raw F (the
+"F" row, the paper's default at evaluation time). Codes are identical either way (Eq. 11: with
+unit codewords the nearest codeword by L2 is the one with the largest cosine, whatever ||F_m||),
+so only asymmetric distances differ; the paper reports the difference as negligible.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from ..backbones import make_backbone
+from ..errors import InvalidParameter
+from ..validation import check_float, check_int
+from . import register
+from ._deep import DEEP_OPTIONS, DeepQuantizer
+from .base import Option
+from .pq import PQ
+
+LABEL_SOURCES = ("auto", "class_means", "instances", "bernoulli")
+LABEL_FEATURES = ("pretrained", "input")
+MARGIN_KINDS = ("cosface", "arcface")
+
+
+# =========================================================================== label generation
+def class_means(F: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average feature per class: (classes (C,) sorted labels, means (C, D) float32, counts (C,) int64).
+
+    F: (n, D) features; y: (n,) integer labels. Row c of ``means`` is the mean of F[y == classes[c]].
+    """
+    classes, inverse = np.unique(y, return_inverse=True)
+    sums = np.zeros((len(classes), F.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, F)
+    counts = np.bincount(inverse, minlength=len(classes)).astype(np.int64)
+    return classes, (sums / counts[:, None]).astype(np.float32), counts
+
+
+def code_costs(means: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Per-subspace quantization errors (C, M, K) float64: ||mean_c,m − codebook_m,k||².
+
+    means: (C, D); codebooks: (M, K, D/M). The error of a code tuple (k_1..k_M) is the sum
+    over m of ``costs[c, m, k_m]``.
+    """
+    M, K, ds = codebooks.shape
+    sub = means.reshape(len(means), M, ds).astype(np.float64)
+    cb = np.asarray(codebooks, dtype=np.float64)
+    return ((sub[:, :, None, :] - cb[None]) ** 2).sum(-1)
+
+
+def duplicate_count(codes: np.ndarray) -> int:
+    """How many classes share their label with an earlier class: C − (number of distinct rows)."""
+    return int(len(codes) - len(np.unique(codes, axis=0)))
+
+
+def _best_free_tuple(cost: np.ndarray, occupied: set) -> tuple[tuple[int, ...], float]:
+    """The code tuple with the lowest total error Σ_m cost[m, k_m] that is not in ``occupied``.
+
+    cost: (M, K) one class's per-subspace errors. Tuples are enumerated in exactly increasing
+    total error by a best-first walk over per-subspace ranks (the multi-sequence algorithm of
+    the inverted multi-index), so only the few tuples cheaper than the answer are visited,
+    never the K^M grid.
+    """
+    M, K = cost.shape
+    order = np.argsort(cost, axis=1, kind="stable")  # order[m][r]: the r-th cheapest codeword
+    ranked = np.take_along_axis(cost, order, axis=1)
+    start = (0,) * M
+    heap = [(float(ranked[np.arange(M), start].sum()), start)]
+    seen = {start}
+    while heap:
+        total, ranks = heapq.heappop(heap)
+        code = tuple(int(order[m, r]) for m, r in enumerate(ranks))
+        if code not in occupied:
+            return code, total
+        for m in range(M):
+            if ranks[m] + 1 < K:
+                nxt = ranks[:m] + (ranks[m] + 1,) + ranks[m + 1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (total - ranked[m, ranks[m]] + ranked[m, ranks[m] + 1], nxt))
+    raise InvalidParameter("every code tuple is taken: K^M is smaller than the number of classes")  # pragma: no cover
+
+
+def resolve_duplicates(codes: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique labels: (codes (C, M) int64 with no repeated row, moved (C,) bool).
+
+    codes: (C, M) the PQ labels, possibly repeated; costs: (C, M, K) from :func:`code_costs`.
+    Sec. 4.2: a duplicate is moved "to the position with the lowest quantization error, provided
+    that the position is not already occupied by another PQ code". Where the paper is silent we
+    chose: in each group sharing a label, the class with the lowest error keeps it; the others
+    are moved one at a time in order of increasing error at their original label (the best-fitting
+    first), each to the cheapest tuple still free at that moment (:func:`_best_free_tuple`).
+    """
+    codes = np.asarray(codes, dtype=np.int64).copy()
+    C, M = codes.shape
+    err = costs[np.arange(C)[:, None], np.arange(M)[None, :], codes].sum(1)  # (C,)
+    keep_order = np.lexsort((err,) + tuple(codes[:, m] for m in reversed(range(M))))
+    occupied: set = set()
+    movers = []
+    for c in keep_order:  # grouped by code, lowest error first within a group
+        key = tuple(codes[c].tolist())
+        if key in occupied:
+            movers.append(c)
+        else:
+            occupied.add(key)
+    moved = np.zeros(C, dtype=bool)
+    for c in sorted(movers, key=lambda i: (err[i], i)):
+        code, _ = _best_free_tuple(costs[c], occupied)
+        occupied.add(code)
+        codes[c] = code
+        moved[c] = True
+    return codes, moved
+
+
+def bernoulli_labels(n_classes: int, n_subspaces: int, n_codewords: int, rng: np.random.Generator) -> np.ndarray:
+    """Non-redundant random labels (C, M) int64: OrthoHash's Bernoulli(0.5) codes, cut into segments.
+
+    Each class draws M·log2 K fair bits; rows equal to an earlier row are redrawn until all are
+    distinct ("non-redundant", Sec. 5.3); each block of log2 K bits is read as a big-endian
+    integer, the label digit k_m. K must be a power of two.
+    """
+    b = int(round(math.log2(n_codewords)))
+    if 2 ** b != n_codewords:
+        raise InvalidParameter(f"label_source='bernoulli' needs K to be a power of two; got n_codewords={n_codewords}")
+    weights = (1 << np.arange(b - 1, -1, -1)).astype(np.int64)
+    bits = rng.integers(0, 2, size=(n_classes, n_subspaces, b))
+    while True:
+        codes = (bits * weights).sum(-1)
+        _, first = np.unique(codes, axis=0, return_index=True)
+        dup = np.setdiff1d(np.arange(n_classes), first)
+        if len(dup) == 0:
+            return codes.astype(np.int64)
+        bits[dup] = rng.integers(0, 2, size=(len(dup), n_subspaces, b))
+
+
+@dataclass
+class LabelResult:
+    """Class-level PQ labels and how they were made (Sec. 4.2).
+
+    classes: (C,) the class ids, in label-row order; codes: (C, M) int64 final unique labels;
+    initial_codes: (C, M) the PQ encoding of the class means before duplicates were moved
+    (equal to ``codes`` for Bernoulli labels); moved: (C,) bool; means: (C, D) class means;
+    codebooks: (M, K, D/M) the label PQ's codebooks (None for Bernoulli); source: which path
+    ran ("class_means", "instances" or "bernoulli"); fallback: True when Bernoulli labels
+    replaced PQ labels because their duplicate rate exceeded the threshold; pq_duplicates: how
+    many classes shared their PQ label before resolution (0 for Bernoulli-only labels).
+    """
+
+    classes: np.ndarray
+    codes: np.ndarray
+    initial_codes: np.ndarray
+    moved: np.ndarray
+    means: np.ndarray
+    codebooks: np.ndarray | None
+    source: str
+    fallback: bool = False
+    pq_duplicates: int = 0
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(self.classes))
+
+    @property
+    def duplicates_before(self) -> int:
+        """Classes that shared their PQ label with another class before resolution."""
+        return int(self.pq_duplicates)
+
+    @property
+    def duplicates_after(self) -> int:
+        return duplicate_count(self.codes)
+
+    @property
+    def duplicate_rate_before(self) -> float:
+        """duplicates_before / C: the fraction of classes that had to move (the paper's "duplicate rate")."""
+        return self.duplicates_before / max(1, self.n_classes)
+
+    @property
+    def duplicate_rate_after(self) -> float:
+        return self.duplicates_after / max(1, self.n_classes)
+
+    def classes_per_codeword(self, n_codewords: int) -> np.ndarray:
+        """(M, K) int64: how many classes' labels use codeword k in subspace m."""
+        M = self.codes.shape[1]
+        out = np.zeros((M, n_codewords), dtype=np.int64)
+        for m in range(M):
+            out[m] = np.bincount(self.codes[:, m], minlength=n_codewords)
+        return out
+
+    def summary(self) -> dict:
+        """JSON-ready description: source, counts and rates before/after resolution."""
+        return {"source": self.source, "fallback": bool(self.fallback), "n_classes": self.n_classes,
+                "duplicates_before": self.duplicates_before, "duplicates_after": self.duplicates_after,
+                "duplicate_rate_before": self.duplicate_rate_before, "duplicate_rate_after": self.duplicate_rate_after,
+                "moved": int(self.moved.sum())}
+
+
+def make_pq_labels(F: np.ndarray, y: np.ndarray, n_subspaces: int, n_codewords: int, *, source: str = "auto",
+                   fallback_duplicate_rate: float | None = None, n_iter: int = 25, random_state: int = 0) -> LabelResult:
+    """Class-level PQ labels for features F (n, D) with labels y (n,) (Sec. 4.2, Eq. 8; Sec. 5.4).
+
+    source: "class_means" (PQ trained on the C class means; needs C ≥ K), "instances" (PQ
+    trained on all n instance features, then the class means are encoded — the ImageNet100 path),
+    "bernoulli" (OrthoHash codes, no features used) or "auto" (class_means when C ≥ K, else
+    instances). fallback_duplicate_rate: when the PQ labels' duplicate rate before resolution
+    exceeds it, use Bernoulli labels instead (the ImageNet1K path); None never falls back.
+    The label PQ is our :class:`~explorer.methods.pq.PQ` (faiss-style Lloyd, ``n_iter`` iterations);
+    on the instances path it trains on at most 256·K instances, faiss's default cap (the paper
+    does not say how many it used), on the class-means path on all C means.
+    """
+    classes, means, _ = class_means(F, y)
+    C = len(classes)
+    rng = np.random.default_rng(random_state)
+    if source == "bernoulli":
+        codes = bernoulli_labels(C, n_subspaces, n_codewords, rng)
+        return LabelResult(classes, codes, codes.copy(), np.zeros(C, bool), means, None, "bernoulli")
+    if source == "auto":
+        source = "class_means" if C >= n_codewords else "instances"
+    train = means if source == "class_means" else F
+    pq = PQ(n_subspaces, n_codewords, n_iter=n_iter, random_state=random_state,
+            max_points_per_codeword=None if source == "class_means" else 256).fit(train)
+    initial = pq.encode(means).astype(np.int64)
+    before = duplicate_count(initial)
+    if fallback_duplicate_rate is not None and before / C > fallback_duplicate_rate:
+        codes = bernoulli_labels(C, n_subspaces, n_codewords, rng)
+        return LabelResult(classes, codes, initial, np.zeros(C, bool), means, pq.codebooks_, source,
+                           fallback=True, pq_duplicates=before)
+    codes, moved = resolve_duplicates(initial, code_costs(means, pq.codebooks_))
+    return LabelResult(classes, codes, initial, moved, means, pq.codebooks_, source, pq_duplicates=before)
+
+
+# =========================================================================== model
+def margin_logits(cos: torch.Tensor, target: torch.Tensor, scale: float, margin: float, kind: str) -> torch.Tensor:
+    """Logits s·cos θ with the target's replaced by s·(cos θ − m) (CosFace) or s·cos(θ + m) (ArcFace).
+
+    cos: (..., K) cosines; target: (...) int64 class per row. Eq. 6 of the paper.
+    """
+    cos_t = cos.gather(-1, target[..., None])
+    if kind == "cosface":
+        adj = cos_t - margin
+    else:
+        sin_t = (1.0 - cos_t.pow(2)).clamp_min(1e-7).sqrt()
+        adj = cos_t * math.cos(margin) - sin_t * math.sin(margin)
+    return scale * cos.scatter(-1, target[..., None], adj)
+
+
+class FPPQNet(nn.Module):
+    """Backbone + PQ branch (M bias-free K-way sub-branches) + class head (Fig. 1 of the paper).
+
+    ``forward(x)`` returns (cos_pq (b, M, K), cos_cls (b, C)): cosines between each normalised
+    segment F̃_m and the normalised branch weights w̃_mk (Eq. 5), and between the normalised
+    whole feature and the normalised class weights. ``embed(x)`` is the (b, D) retrieval feature
+    (segment-normalised or raw, see the module docstring).
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int, n_subspaces: int, n_codewords: int, n_classes: int,
+                 segment_normalize: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.n_subspaces = n_subspaces
+        self.segment_normalize = segment_normalize
+        self.branch_weight = nn.Parameter(torch.randn(n_subspaces, n_codewords, dim // n_subspaces) * 0.01)
+        self.class_weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+
+    def _segments(self, F: torch.Tensor) -> torch.Tensor:
+        return nnf.normalize(F.reshape(len(F), self.n_subspaces, -1), dim=-1)  # (b, M, D/M)
+
+    def codebooks(self) -> torch.Tensor:
+        """Normalised branch weights w̃_mk = w_mk / ||w_mk||, (M, K, D/M): the PQ codebook C (Sec. 4.3)."""
+        return nnf.normalize(self.branch_weight, dim=-1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        F = self.backbone(x)
+        return self._segments(F).reshape(len(F), -1) if self.segment_normalize else F
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        F = self.backbone(x)
+        cos_pq = torch.einsum("bmd,mkd->bmk", self._segments(F), self.codebooks())
+        cos_cls = nnf.normalize(F, dim=-1) @ nnf.normalize(self.class_weight, dim=-1).T
+        return cos_pq, cos_cls
+
+
+# =========================================================================== quantizer
+@register
+class FPPQ(DeepQuantizer):
+    """FPPQ: class-level PQ labels learned by M CosFace sub-branches; codebook = branch weights.
+
+    Parameters
+    ----------
+    n_subspaces, n_codewords : M and K (the paper: K = 256, M = bits / 8).
+    embedding_dim : D, the backbone feature size (M must divide it).
+    epochs : training epochs with L = L_cls + L_pq (each is one step event).
+    batch_size, lr : Adam mini-batches; lr decays linearly to 0 over the epochs (the paper's
+        Glint360K schedule, Sec. 5.3; the paper uses SGD there and lr 1e-4 fine-tuning on
+        ImageNet — we chose Adam at 1e-3 because our backbones start from scratch).
+    backbone, image_shape : see :mod:`explorer.backbones` ("linear"/"mlp" for vector features).
+    scale, margin : s and m of the margin loss (paper: 64 and 0.2, Sec. 5.2).
+    margin_kind : "cosface" (s·(cos θ − m), the loss the text names) or "arcface" (s·cos(θ + m),
+        Eq. 6 as printed). The paper's Eq. 6 writes cos(θ + margin) but cites CosFace.
+    cls_weight : weight of L_cls in L = cls_weight·L_cls + L_pq (Eq. 7 has 1; 0 switches the class
+        head off, an ablation). The paper leaves L_cls as "any classification loss"; we use the
+        same margin loss over the normalised whole feature with C normalised class weights.
+    pretrain_epochs : epochs of L_cls alone before the labels are made. The paper takes class
+        means from a pre-trained model and fine-tunes it; our backbones start random, so we
+        pre-train them here (0 = none).
+    label_features : "pretrained" (class means of the backbone's features after pre-training,
+        as the paper) or "input" (class means of the standardised input vectors — frozen,
+        pre-computed features such as PCA or descriptors; needs M | d).
+    label_source : "auto", "class_means", "instances" or "bernoulli" (see :func:`make_pq_labels`).
+    fallback_duplicate_rate : switch to Bernoulli labels when the PQ labels' duplicate rate before
+        resolution exceeds this (the ImageNet1K case); None (default) never does.
+    segment_normalize : what ``transform`` returns (module docstring); codes do not depend on it.
+
+    Events: a ``pretrain`` note per pre-training epoch (L_cls); one ``labels`` note (the
+    :meth:`LabelResult.summary` counts and rates, plus ``classes_per_codeword`` (M, K) of the
+    labels); per epoch a ``usage`` note (``label_agreement``: fraction of training sub-vectors whose
+    nearest codeword is their label digit; ``classes_per_codeword`` (M, K): distinct classes among
+    the samples landing on each codeword) and a Step with losses ``total``, ``cls``, ``pq`` and the
+    samples per codeword. Codes and agreement in these events come from the epoch's own forward
+    passes (train mode, weights moving during the epoch), which costs nothing extra; the last
+    incomplete batch is dropped, so counts sum to slightly less than n.
+
+    Fitted attributes: ``codebooks_`` (M, K, D/M) float32 unit codewords; ``labels_`` a
+    :class:`LabelResult`; ``class_codes_`` (C, M) the labels; ``history_`` per-epoch dicts.
+    """
+
+    name = "fppq"
+    title = "FPPQ (class-level PQ labels)"
+    paper = "Liang, Zhang, Li & Wang, NeurIPS 2023"
+    supervised = True
+    has_soft_codes = False
+    cli_options = DEEP_OPTIONS + (
+        Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
+        Option("--margin", "margin", "the margin m (FPPQ: 0.2)", type=float),
+        Option("--margin-kind", "margin_kind", "cosface (default) or arcface", type=str),
+        Option("--no-cls", "cls_weight", "drop the class-head loss L_cls", const=0.0),
+        Option("--pretrain-epochs", "pretrain_epochs", "epochs of L_cls before making the PQ labels", type=int),
+        Option("--label-features", "label_features", "pretrained (backbone) or input (raw vectors)", type=str),
+        Option("--label-source", "label_source", "auto, class_means, instances or bernoulli", type=str),
+        Option("--fallback-duplicate-rate", "fallback_duplicate_rate",
+               "use Bernoulli labels when the PQ labels' duplicate rate exceeds this", type=float),
+        Option("--raw-features", "segment_normalize", "transform returns raw, not segment-normalised, features",
+               const=False),
+    )
+
+    def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, embedding_dim: int = 64, epochs: int = 20,
+                 batch_size: int = 128, lr: float = 1e-3, backbone: str = "auto", image_shape=None,
+                 scale: float = 64.0, margin: float = 0.2, margin_kind: str = "cosface", cls_weight: float = 1.0,
+                 pretrain_epochs: int = 3, label_features: str = "pretrained", label_source: str = "auto",
+                 fallback_duplicate_rate: float | None = None, segment_normalize: bool = True,
+                 random_state: int = 0, device: str = "cpu"):
+        super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
+        self.embedding_dim = embedding_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.backbone = backbone
+        self.image_shape = image_shape
+        self.scale = scale
+        self.margin = margin
+        self.margin_kind = margin_kind
+        self.cls_weight = cls_weight
+        self.pretrain_epochs = pretrain_epochs
+        self.label_features = label_features
+        self.label_source = label_source
+        self.fallback_duplicate_rate = fallback_duplicate_rate
+        self.segment_normalize = segment_normalize
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self, X, y):
+        super()._validate(X, y)
+        check_float(self.scale, "scale (s)", low=0.0)
+        check_float(self.margin, "margin", low=0.0)
+        check_float(self.cls_weight, "cls_weight", low=0.0)
+        check_int(self.pretrain_epochs, "pretrain_epochs", low=0)
+        for value, name, allowed in ((self.margin_kind, "margin_kind", MARGIN_KINDS),
+                                     (self.label_features, "label_features", LABEL_FEATURES),
+                                     (self.label_source, "label_source", LABEL_SOURCES)):
+            if value not in allowed:
+                raise InvalidParameter(f"{name}={value!r} is not known; use one of {', '.join(allowed)}")
+        if self.fallback_duplicate_rate is not None:
+            check_float(self.fallback_duplicate_rate, "fallback_duplicate_rate", low=0.0, high=1.0)
+        M, K = self.n_subspaces, self.n_codewords
+        if self.label_features == "input" and self.label_source != "bernoulli" and X.shape[1] % M:
+            raise InvalidParameter(f"label_features='input' runs PQ on the input vectors, but n_subspaces (M)={M} does "
+                                   f"not divide d={X.shape[1]}; use label_features='pretrained' or an M dividing d")
+        C = len(np.unique(y))
+        if C < 2:
+            raise InvalidParameter(f"y holds {C} class; FPPQ needs at least 2 classes to learn class-level labels")
+        if float(K) ** M < C:
+            raise InvalidParameter(f"K^M = {K}^{M} code tuples cannot give {C} classes unique labels; raise M or K")
+        source = self.label_source if self.label_source != "auto" else ("class_means" if C >= K else "instances")
+        if source == "class_means" and C < K:
+            raise InvalidParameter(f"label_source='class_means' needs at least K={K} classes to run k-means on their "
+                                   f"means; y has {C}. Use label_source='instances' (or 'auto')")
+        if source == "instances" and len(X) < K:
+            raise InvalidParameter(f"label_source='instances' trains PQ on the n={len(X)} instances, fewer than "
+                                   f"K={K}; lower n_codewords (K)")
+
+    # ----------------------------------------------------------------- training
+    def _loss(self, x, target_pq, target_cls, *, with_pq: bool):
+        """(total, L_cls, L_pq, hard codes (b, M)) on one batch; Eqs. 6–7."""
+        cos_pq, cos_cls = self.model_(x)
+        l_cls = nnf.cross_entropy(margin_logits(cos_cls, target_cls, self.scale, self.margin, self.margin_kind),
+                                  target_cls)
+        if not with_pq:
+            return l_cls, l_cls, None, None
+        logits = margin_logits(cos_pq, target_pq, self.scale, self.margin, self.margin_kind)
+        l_pq = nnf.cross_entropy(logits.reshape(-1, self.n_codewords), target_pq.reshape(-1))  # mean over B·M
+        return self.cls_weight * l_cls + l_pq, l_cls, l_pq, cos_pq.argmax(-1)
+
+    def _label_features(self, X: np.ndarray, Xt: torch.Tensor) -> np.ndarray:
+        if self.label_features == "input":
+            return Xt.cpu().numpy()
+        was = self.segment_normalize
+        self.segment_normalize = False  # class means of the raw backbone feature F
+        try:
+            return self.transform(X)
+        finally:
+            self.segment_normalize = was
+
+    def _fit(self, X, y, run):
+        gen, _ = self._generators()
+        Xt = self._prepare(X)
+        classes, y_idx = np.unique(y, return_inverse=True)
+        M, K, D = self.n_subspaces, self.n_codewords, self.embedding_dim
+        backbone = make_backbone(self.backbone, X.shape[1], D, self.image_shape_)
+        self.model_ = FPPQNet(backbone, D, M, K, len(classes), self.segment_normalize).to(self.device_)
+        self.codebooks_ = self.model_.codebooks().detach().cpu().numpy()
+        yt = torch.from_numpy(y_idx.astype(np.int64)).to(self.device_)
+        opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+
+        # Pre-training: the paper's labels come from a pre-trained model's features (Sec. 4.2).
+        for epoch in range(1, self.pretrain_epochs + 1):
+            self.model_.train()
+            total = 0.0
+            n_batches = 0
+            for idx in self._batches(len(Xt), gen):
+                loss, *_ = self._loss(Xt[idx], None, yt[idx], with_pq=False)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+                n_batches += 1
+            run.note("pretrain", f"pre-training epoch {epoch}/{self.pretrain_epochs}: L_cls {total / max(1, n_batches):.4f}",
+                     epoch=epoch, cls=total / max(1, n_batches))
+            if run.stop_requested():
+                break
+
+        # Class-level PQ labels (Algorithm 1, lines 2–3).
+        F = self._label_features(X, Xt)
+        self.labels_ = make_pq_labels(F, y, M, K, source=self.label_source,
+                                      fallback_duplicate_rate=self.fallback_duplicate_rate,
+                                      random_state=int(self.random_state or 0))
+        self.class_codes_ = self.labels_.codes
+        s = self.labels_.summary()
+        run.note("labels", f"{s['n_classes']} classes, labels from {s['source']}"
+                 f"{' (Bernoulli fallback)' if s['fallback'] else ''}: {s['duplicates_before']} duplicates "
+                 f"({s['duplicate_rate_before']:.1%}) before, {s['duplicates_after']} after, {s['moved']} moved",
+                 classes_per_codeword=self.labels_.classes_per_codeword(K), **s)
+        target_pq = torch.from_numpy(self.labels_.codes[y_idx]).to(self.device_)  # (n, M)
+
+        # Training with L = L_cls + L_pq (Algorithm 1, lines 4–8); lr decays linearly to 0.
+        opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+        n_batches = max(1, len(Xt) // min(self.batch_size, len(Xt)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / (self.epochs * n_batches)))
+        self.history_ = []
+        for epoch in range(1, self.epochs + 1):
+            self.model_.train()
+            sums = np.zeros(3)
+            seen_rows, seen_codes = [], []
+            for idx in self._batches(len(Xt), gen):
+                loss, l_cls, l_pq, codes = self._loss(Xt[idx], target_pq[idx], yt[idx], with_pq=True)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                sums += (loss.item(), l_cls.item(), l_pq.item())
+                seen_rows.append(idx.cpu())
+                seen_codes.append(codes.detach().cpu())
+            self.codebooks_ = self.model_.codebooks().detach().cpu().numpy().astype(np.float32)
+            rows = torch.cat(seen_rows).numpy()
+            codes = torch.cat(seen_codes).numpy()
+            losses = dict(zip(("total", "cls", "pq"), (sums / max(1, len(seen_rows))).tolist()))
+            agreement = float((codes == self.labels_.codes[y_idx[rows]]).mean())
+            self.history_.append({"epoch": epoch, **losses, "label_agreement": agreement})
+            if run.observed:
+                per_class = self._classes_per_codeword(codes, y_idx[rows])
+                run.note("usage", f"epoch {epoch}: {agreement:.1%} of sub-codes hit their label; "
+                         f"{per_class.max()} classes at most on one codeword",
+                         epoch=epoch, label_agreement=agreement, classes_per_codeword=per_class)
+            if not run.step(epoch, losses, n_codewords=K, codes=codes, sample=lambda: self._sample(X)):
+                break
+        self.model_.eval()
+
+    def _sample(self, X: np.ndarray, size: int = 300):
+        """EmbeddingSample of ``size`` fixed rows of X, embedding only those rows."""
+        rows = np.linspace(0, len(X) - 1, num=min(size, len(X))).astype(np.int64)
+        return self._embedding_sample(self.transform(X[rows]), size)
+
+    def _classes_per_codeword(self, codes: np.ndarray, y_idx: np.ndarray) -> np.ndarray:
+        """(M, K) int64: distinct classes among the samples whose sub-code m is k."""
+        M, K = self.n_subspaces, self.n_codewords
+        out = np.zeros((M, K), dtype=np.int64)
+        for m in range(M):
+            pairs = np.unique(codes[:, m].astype(np.int64) * (int(y_idx.max()) + 1) + y_idx)
+            out[m] = np.bincount(pairs // (int(y_idx.max()) + 1), minlength=K)
+        return out
+
+    # ----------------------------------------------------------------- retrieval
+    def transform(self, X) -> np.ndarray:
+        """Retrieval features (n, D) float32: the backbone feature F with each of its M segments
+        scaled to unit norm when ``segment_normalize`` (read at call time, so it can be switched
+        after fitting), else F itself. Codes are the same either way (Eq. 11)."""
+        if hasattr(self, "model_"):
+            self.model_.segment_normalize = bool(self.segment_normalize)
+        return super().transform(X)
+
+    def search(self, queries, codes, k: int = 100, *, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors.
+
+        symmetric=False: asymmetric search, Eq. 10 (query sub-vectors against codewords).
+        symmetric=True: symmetric search, Eq. 9 (the query is encoded too; codeword-to-codeword
+        squared L2 tables). ⟨·⟩ is squared L2 in both, the "Euclidean" choice of Eq. 11.
+        """
+        if not symmetric:
+            return super().search(queries, codes, k)
+        from ..search import sdc_search
+        return sdc_search(self, self.encode(queries), codes, k)
+
+    def extra_report(self, ds, evaluation: dict) -> dict:
+        """Report keys: ``duplicate_rate`` (of the PQ labels before resolution — the rate the paper
+        quotes), ``duplicate_rate_after`` (0 unless K^M is too small), ``label_generation``
+        (:meth:`LabelResult.summary`) and ``map_symmetric`` (mAP@all with Eq. 9 search; the base
+        report's ``map`` is mAP@all with the asymmetric search of Eq. 10)."""
+        out = {"duplicate_rate": self.labels_.duplicate_rate_before,
+               "duplicate_rate_after": self.labels_.duplicate_rate_after,
+               "label_generation": self.labels_.summary(), "map_symmetric": None}
+        if ds.queries is not None and ds.labels is not None and ds.query_labels is not None:
+            from .. import metrics
+            _, ranking = self.search(ds.queries, evaluation["codes"], len(evaluation["codes"]), symmetric=True)
+            out["map_symmetric"] = metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
+        return out

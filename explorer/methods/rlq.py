@@ -1,0 +1,686 @@
+"""Multi-codebook (additive) quantization whose encoder is a policy trained by reinforcement
+learning (Zhu, Song, Gao et al., "Revisiting Multi-Codebook Quantization"; only the supplement
+is available to us: network Table 1, hyper-parameter Table 2, encoding times Table 3, ablations
+Fig. 1/4). Everything below that the supplement does not state is our reconstruction; the list
+"Where the supplement is silent" says what we chose and why.
+
+Model. A vector x (d,) is approximated by a sum of M full-dimensional codewords,
+x ≈ x̂ = Σ_m C_m[k_m], with codebooks C (M, K, d) — additive quantization, not PQ: there are no
+sub-spaces and M need not divide d. Codes are chosen sequentially, one codebook per step, as a
+Markov decision process:
+
+* state s_m = the residual r_m = x − Σ_{j<m} C_j[k_j] (r_0 = x), divided by a fixed data scale;
+* action k_m ∈ {0..K−1} drawn from the policy π_θm(· | s_m) (one IndepNet block per codebook,
+  "IndepNet θ");
+* reward ρ_m = (||r_m||² − ||r_{m+1}||²) / ||x||², the relative drop of quantization error, so
+  the undiscounted return G_m = Σ_{j≥m} ρ_j = (||r_m||² − ||r_M||²) / ||x||²;
+* the value V_τm(s_m) ("QENet τ", one block per codebook with a scalar head) predicts G_m, i.e.
+  how much of the remaining quantization error the following codebooks will remove.
+
+Training alternates, once per step (``n_iter`` steps, one :class:`~explorer.events.Step` each):
+
+1. sampling stage — the policy (dropout off) samples codes for the training set; rewards and
+   returns are recorded with the codebooks used for sampling. Then the codebooks are re-solved
+   by least squares given codes (the AQ/LSQ codebook update, min_C ||X − B C||² with B the
+   one-hot code matrix, :func:`solve_codebooks`). The step's ``losses["total"]`` is the
+   quantization error E = mean ||x − x̂||² after that update (Fig. 1/3's curve), ``"sampled"``
+   the error of the sampled codes, ``"greedy"`` that of the greedy policy's codes (before
+   refinement and the update), and the step's usage histogram is that of the sampled codes;
+2. updating stage — ``ppo_epochs`` passes over the stage's transitions in minibatches of
+   ``batch_size`` (Table 2: 2000) with the clipped policy objective (clip ε = 0.2), the clipped
+   value loss (PPO2) and an entropy bonus α·H(π) (α = 0.05); gradients clipped to l2 norm 0.5;
+   Adam for θ and τ with η1 = η2 = 2e-4; after every updating stage η1, η2 and α are multiplied
+   by ``decay`` = 0.9999 (Table 2). Dropout 0.1 follows every layer norm and is active only in
+   the updating stage. ``losses`` also carry the stage's mean ``policy`` and ``value`` losses
+   and the policy ``entropy`` (nats).
+
+Encoding (``encode``): the greedy policy (argmax of π at each step, dropout off), then, with
+``refinement``, ``refine_iters`` rounds of ICM as in LSQ (Martinez et al. 2018,
+:func:`icm_refine`): each k_m in turn becomes the exact minimiser of
+||x − Σ_{j≠m} C_j[k_j] − C_m[k]||² given the others, so refinement never increases the error.
+
+Ablation switches, as the paper's Fig. 1/4 variants (each a CLI flag):
+  ``entropy=False``          (--no-entropy)     α = 0: no entropy regularisation;
+  ``return_norm=False``      (--no-return-norm) value targets and advantages use raw returns
+                                                instead of returns divided by their running std;
+  ``value_correction=False`` (--no-correction)  the advantage is G − mean(G) (a constant baseline,
+                                                REINFORCE) instead of G − V_τ(s) (QENet's correction);
+  ``refinement=False``       (--no-refinement)  no ICM, in training or in ``encode`` ("Ours*").
+
+Networks (Table 1, SIFT/DEEP column): an IndepBlock is six layer groups lg = Linear → ReLU →
+LayerNorm (→ Dropout) of widths d→4d→2d→d→d→2d→4d, the outputs of groups 4, 5 and 6 concatenated
+(7d) and a final Linear(7d, K) (policy) or Linear(7d, 1) (value). ``width`` scales every hidden
+width (1.0 is the paper's; 0.5 by default so a CPU fit takes seconds).
+
+Where the supplement is silent, our choices:
+* state = scaled residual (the supplement only says the networks take x); the scale is the root
+  mean square coordinate of the training set, fixed at fit time;
+* one policy and one value block per codebook ("Indep"), no weight sharing;
+* rewards/returns as above (γ = 1); ``return_norm`` divides returns by the running std of all
+  returns seen so far (Welford), as PPO's reward scaling does; advantages are then normalised
+  per minibatch (zero mean, unit std), common PPO practice;
+* initialisation, so a CPU demo learns in seconds: codebooks by residual k-means (RQ: k-means on
+  x, then on the residuals, ``init_iter`` Lloyd iterations each);
+* ``distance_prior`` (default on): the policy's logits are the block's output plus
+  −||r_m − C_m[k]||² / T_m, T_m = ``temperature`` × RQ's mean error after step m, and the
+  block's last layer starts at zero — so the untrained greedy policy *is* RQ's greedy encoder
+  and RL learns corrections to it. With ``distance_prior=False`` the policy is the paper's bare
+  fc(7d, K) head trained from scratch (randomly initialised), which is how we reproduce the
+  entropy ablation (Fig. 4: without entropy the sampled codes concentrate on few codewords);
+* the codes given to the least-squares update are, per training vector, the better of last
+  stage's codes and the greedy policy's codes (each ICM-refined when ``refinement``). We
+  measured that re-solving for the sampled codes (exploration noise) or for the bare greedy
+  codes makes E *rise* stage after stage (synthetic 2000×32, M=4, K=256: 1.00 → 1.15 over 12
+  stages even with the networks frozen): RQ's greedy codes stop being good once the codebooks
+  are jointly re-solved. Keeping the best codes makes E non-increasing;
+* least-squares ridge λ = ``ridge`` · n / (M·K), pulling each codeword towards its previous
+  value, so codewords no code uses keep their place;
+* at most ``max_train_points`` vectors (seeded subsample) are used per fit;
+* after the last stage the codebooks are re-solved once more for the codes ``encode`` gives;
+* ADC search for additive codes: ||q − x̂||² = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², with the
+  (nq, M, K) inner-product tables −2⟨q, C_m[k]⟩ and ||x̂||² recomputed from the codes (faiss's
+  ``ST_norm_float`` search stores the same norms; :meth:`RLQ.to_faiss` gives such an index).
+
+Fitted attributes: ``codebooks_`` (M, K, d) float32; ``policy_`` and ``value_`` (torch
+``ModuleList`` of M blocks); ``scale_`` float; ``temperatures_`` (M floats); ``history_`` list
+of per-stage loss dicts.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InvalidParameter
+from ..events import EmbeddingSample
+from ..kmeans import assign_nearest, init_random_points, lloyd
+from ..validation import MAX_CODEWORDS, check_codes, check_float, check_int, code_dtype
+from . import register
+from .base import Option, Quantizer
+from .pq import subsample
+
+
+# --------------------------------------------------------------------------- networks (Table 1)
+class IndepBlock(nn.Module):
+    """Table 1's block: input (n, d) → output (n, out_dim) float32.
+
+    Six layer groups lg(a, b) = Linear(a, b) → ReLU → LayerNorm(b) → Dropout(p), with widths
+    d → 4d → 2d → d → d → 2d → 4d (each times ``width``, at least 1), then cat(groups 4, 5, 6)
+    (7d·width) → Linear(·, out_dim).
+    """
+
+    def __init__(self, dim: int, out_dim: int, *, width: float = 1.0, dropout: float = 0.1, zero_head: bool = False):
+        super().__init__()
+        widths = [max(1, int(round(f * dim * width))) for f in (4, 2, 1, 1, 2, 4)]
+        groups, prev = [], dim
+        for w in widths:
+            groups.append(nn.Sequential(nn.Linear(prev, w), nn.ReLU(), nn.LayerNorm(w), nn.Dropout(dropout)))
+            prev = w
+        self.groups = nn.ModuleList(groups)
+        self.head = nn.Linear(sum(widths[3:]), out_dim)
+        if zero_head:  # the block starts as the zero function (used with the distance prior)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for g in self.groups:
+            x = g(x)
+            outs.append(x)
+        return self.head(torch.cat(outs[3:], dim=1))
+
+
+class _RunningStd:
+    """Running standard deviation of a stream of numbers (Welford / Chan's parallel update)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64).ravel()
+        nb, mb = len(x), float(x.mean())
+        delta = mb - self.mean
+        tot = self.n + nb
+        self.m2 += float(((x - mb) ** 2).sum()) + delta ** 2 * self.n * nb / tot
+        self.mean += delta * nb / tot
+        self.n = tot
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / max(self.n, 1))) + 1e-8
+
+
+# --------------------------------------------------------------------------- additive-code helpers
+def additive_reconstruct(codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Σ_m C_m[k_m]: codebooks (M, K, d), codes (n, M) int64 → (n, d)."""
+    M = codebooks.shape[0]
+    return codebooks[torch.arange(M)[None, :], codes].sum(1)
+
+
+def solve_codebooks(X: torch.Tensor, codes: torch.Tensor, previous: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Least-squares codebooks (M, K, d) for fixed codes (n, M): argmin_C ||X − B C||² + λ||C − C_prev||².
+
+    B (n, M·K) is the one-hot code matrix; the normal equations (BᵀB + λI) C = BᵀX + λ C_prev are
+    formed from code-pair counts (never B itself) and solved in float64; λ = ridge · n / (M·K).
+    """
+    n, d = X.shape
+    M, K, _ = previous.shape
+    flat = codes + torch.arange(M, dtype=torch.int64)[None, :] * K  # (n, M) rows of B that are 1
+    pairs = (flat[:, :, None] * (M * K) + flat[:, None, :]).reshape(-1)
+    gram = torch.bincount(pairs, minlength=(M * K) ** 2).reshape(M * K, M * K).double()
+    rhs = torch.zeros((M * K, d), dtype=torch.float64)
+    rhs.index_add_(0, flat.reshape(-1), X.double().repeat_interleave(M, dim=0))
+    lam = ridge * n / (M * K)
+    gram.diagonal().add_(lam)
+    rhs += lam * previous.reshape(M * K, d).double()
+    return torch.linalg.solve(gram, rhs).float().reshape(M, K, d)
+
+
+def icm_refine(X: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, n_rounds: int) -> torch.Tensor:
+    """Codes (n, M) after ``n_rounds`` of iterated conditional modes (LSQ's encoder, Martinez et al.
+    2018): each k_m in turn becomes argmin_k ||C_m[k]||² − 2⟨x − Σ_{j≠m} C_j[k_j], C_m[k]⟩.
+    Each update is exact given the other codes, so the error never increases."""
+    codes = codes.clone()
+    M = codebooks.shape[0]
+    norms = (codebooks * codebooks).sum(-1)  # (M, K)
+    residual = X - additive_reconstruct(codebooks, codes)
+    for _ in range(n_rounds):
+        for m in range(M):
+            residual += codebooks[m][codes[:, m]]
+            k = (norms[m][None, :] - 2.0 * residual @ codebooks[m].T).argmin(1)
+            codes[:, m] = k
+            residual -= codebooks[m][k]
+    return codes
+
+
+def residual_kmeans(X: torch.Tensor, n_subspaces: int, n_codewords: int, n_iter: int, gen: torch.Generator,
+                    rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual-quantization codebooks (M, K, d) and their greedy codes (n, M): k-means (``n_iter``
+    Lloyd iterations, faiss-style init and empty-cluster repair) on x, then on the residuals."""
+    residual = X.clone()
+    books, codes = [], []
+    for _ in range(n_subspaces):
+        Xs = residual[None]
+        C = init_random_points(Xs, n_codewords, gen)
+        for _state in lloyd(Xs, C, n_iter, rng):
+            pass
+        assign, _ = assign_nearest(Xs, C)
+        books.append(C[0])
+        codes.append(assign[0])
+        residual = residual - C[0][assign[0]]
+    return torch.stack(books), torch.stack(codes, dim=1)
+
+
+# --------------------------------------------------------------------------- the method
+@register
+class RLQ(Quantizer):
+    """Additive quantizer (M codebooks of K d-dim codewords) with an RL-trained sequential encoder.
+
+    Parameters
+    ----------
+    n_subspaces : M, number of codebooks (need not divide d). Default 4 (32 bits with K = 256).
+    n_codewords : K, codewords per codebook.
+    n_iter : sampling/updating stages (one training step and one event each).
+    entropy, return_norm, value_correction, refinement : the paper's ablation switches (see the
+        module docstring); all on by default.
+    width : hidden-width factor of every IndepBlock (1.0 = Table 1).
+    lr : η1 = η2, Adam learning rate of policy and value (Table 2: 2e-4).
+    entropy_coef : α (Table 2: 0.05); ignored when ``entropy=False``.
+    decay : multiplies η1, η2 and α after every updating stage (Table 2: 0.9999).
+    clip : PPO clip range ε for the policy ratio and the value change (Table 2: 0.2).
+    grad_clip : l2 norm to which gradients are clipped (Table 2: 0.5).
+    batch_size : minibatch size of the updating stage (Table 2: 2000).
+    dropout : dropout after each layer norm during updates (Table 2: 0.1).
+    ppo_epochs : passes over a stage's transitions per updating stage (not in the supplement; 2).
+    refine_iters : ICM rounds per refinement (in ``encode`` and in training) when ``refinement``.
+    init_iter : Lloyd iterations per codebook of the residual k-means init.
+    distance_prior : add −||r − C_m[k]||²/T_m to the policy logits (our choice, see module docs);
+        False trains the paper's bare policy head from scratch.
+    temperature : T_m relative to RQ's error after step m; lower = greedier sampling.
+    references : add faiss PQ/OPQ/RQ/LSQ reference rows to the ``pqx train`` report.
+    ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
+    max_train_points : train on at most this many vectors (seeded subsample); None = all.
+    device : accepted for API compatibility and validated by the base class, but RLQ trains and
+        encodes on the CPU whatever it says (its networks are small; GPU support not done).
+
+    Fitted attributes: ``codebooks_`` (M, K, d) float32, ``policy_``, ``value_``, ``scale_``.
+    """
+
+    name = "rlq"
+    title = "RL multi-codebook quantization"
+    paper = "Zhu, Song, Gao et al., Revisiting Multi-Codebook Quantization (supplement)"
+    cli_options = (
+        Option("--no-entropy", "entropy", "[ablation] no entropy regularisation (alpha = 0)", const=False),
+        Option("--no-return-norm", "return_norm", "[ablation] raw returns, no return normalisation", const=False),
+        Option("--no-correction", "value_correction", "[ablation] constant baseline instead of QENet's value",
+               const=False),
+        Option("--no-refinement", "refinement", "[ablation] no ICM refinement of codes, in training or encoding",
+               const=False),
+        Option("--no-distance-prior", "distance_prior", "train the bare policy from scratch, as the paper does "
+               "(default adds -||r - c||^2/T to its logits)", const=False),
+        Option("--no-references", "references", "skip the faiss PQ/OPQ/RQ/LSQ reference rows of the report",
+               const=False),
+        Option("--width", "width", "hidden-width factor of the IndepBlocks (1 = the paper's Table 1)", type=float),
+        Option("--lr", "lr", "Adam learning rate of policy and value networks", type=float),
+    )
+
+    def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, n_iter: int = 20, entropy: bool = True,
+                 return_norm: bool = True, value_correction: bool = True, refinement: bool = True,
+                 width: float = 0.5, lr: float = 2e-4, entropy_coef: float = 0.05, decay: float = 0.9999,
+                 clip: float = 0.2, grad_clip: float = 0.5, batch_size: int = 2000, dropout: float = 0.1,
+                 ppo_epochs: int = 2, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
+                 temperature: float = 0.1, references: bool = True,
+                 ridge: float = 1e-3, max_train_points: int | None = 20000, random_state: int = 0,
+                 device: str = "cpu"):
+        super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
+        self.n_iter = n_iter
+        self.entropy = entropy
+        self.return_norm = return_norm
+        self.value_correction = value_correction
+        self.refinement = refinement
+        self.width = width
+        self.lr = lr
+        self.entropy_coef = entropy_coef
+        self.decay = decay
+        self.clip = clip
+        self.grad_clip = grad_clip
+        self.batch_size = batch_size
+        self.dropout = dropout
+        self.ppo_epochs = ppo_epochs
+        self.refine_iters = refine_iters
+        self.init_iter = init_iter
+        self.distance_prior = distance_prior
+        self.temperature = temperature
+        self.references = references
+        self.ridge = ridge
+        self.max_train_points = max_train_points
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self, X, y):
+        """M ≥ 1 (any M: additive codebooks are full-dimensional), 2 ≤ K ≤ min(n, 65536), the rest in range."""
+        check_int(self.n_subspaces, "n_subspaces (M)", low=1)
+        check_int(self.n_codewords, "n_codewords (K)", low=2, high=MAX_CODEWORDS,
+                  fix="codes are stored as uint16, so K ≤ 65536")
+        if self.n_codewords > X.shape[0]:
+            raise InvalidParameter(f"n_codewords (K)={self.n_codewords} exceeds the number of training vectors "
+                                   f"n={X.shape[0]}; use K ≤ {X.shape[0]} or train on more data")
+        check_int(self.n_iter, "n_iter", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.ppo_epochs, "ppo_epochs", low=1)
+        check_int(self.refine_iters, "refine_iters", low=0)
+        check_int(self.init_iter, "init_iter", low=1)
+        check_float(self.temperature, "temperature", low=1e-6)
+        if self.max_train_points is not None:
+            check_int(self.max_train_points, "max_train_points", low=self.n_codewords,
+                      fix="keep at least K training vectors, or pass None for all")
+        check_float(self.width, "width", low=1e-3)
+        check_float(self.lr, "lr", low=0.0)
+        check_float(self.entropy_coef, "entropy_coef", low=0.0)
+        check_float(self.decay, "decay", low=0.0, high=1.0)
+        check_float(self.clip, "clip", low=0.0)
+        check_float(self.grad_clip, "grad_clip", low=0.0)
+        check_float(self.dropout, "dropout", low=0.0, high=0.99)
+        check_float(self.ridge, "ridge", low=0.0)
+        for flag in ("entropy", "return_norm", "value_correction", "refinement", "distance_prior", "references"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidParameter(f"{flag} must be True or False; got {getattr(self, flag)!r}")
+
+    # ----------------------------------------------------------------- encoding pieces
+    def _policy_codes(self, X: torch.Tensor, *, sample: bool = False, gen: torch.Generator | None = None):
+        """Sequential encoding by the policy (dropout off): codes (n, M) int64 and, when ``sample``,
+        the trajectory (states (M, n, d), log-probs (M, n), values (M, n), squared errors (M+1, n))."""
+        C = self._codebooks_t
+        n = len(X)
+        M = self.n_subspaces
+        residual = X.clone()
+        codes = torch.empty((n, M), dtype=torch.int64)
+        states, logps, values, errors = [], [], [], [(X * X).sum(1)]
+        self.policy_.eval()
+        self.value_.eval()
+        with torch.no_grad():
+            for m in range(M):
+                s = residual / self.scale_
+                logits = self._logits(m, s, residual)
+                if sample:
+                    logp_all = torch.log_softmax(logits, dim=1)
+                    k = torch.multinomial(logp_all.exp(), 1, generator=gen)[:, 0]
+                    states.append(s)
+                    logps.append(logp_all.gather(1, k[:, None])[:, 0])
+                    values.append(self.value_[m](s)[:, 0])
+                else:
+                    k = logits.argmax(1)
+                codes[:, m] = k
+                residual = residual - C[m][k]
+                if sample:
+                    errors.append((residual * residual).sum(1))
+        if not sample:
+            return codes
+        return codes, torch.stack(states), torch.stack(logps), torch.stack(values), torch.stack(errors)
+
+    def _logits(self, m: int, s: torch.Tensor, residual: torch.Tensor, C: torch.Tensor | None = None) -> torch.Tensor:
+        """Policy logits (n, K) at step m: the block's output, plus −||r − C_m[k]||² / T_m with
+        ``distance_prior`` (T_m = ``temperature`` · mean nearest-codeword error at step m, fixed at init)."""
+        logits = self.policy_[m](s)
+        if self.distance_prior:
+            C = (self._codebooks_t if C is None else C)[m]
+            d2 = (C * C).sum(1)[None, :] - 2.0 * residual @ C.T  # ||r − c||² − ||r||²: same softmax
+            logits = logits - d2 / self.temperatures_[m]
+        return logits
+
+    def _encode_tensor(self, X: torch.Tensor, refine: bool | None = None) -> torch.Tensor:
+        codes = self._policy_codes(X)
+        if (self.refinement if refine is None else refine) and self.refine_iters > 0:
+            codes = icm_refine(X, self._codebooks_t, codes, self.refine_iters)
+        return codes
+
+    def _encode_embedded(self, Z: np.ndarray, refine: bool | None = None) -> np.ndarray:
+        """Codes (n, M) of vectors Z (n, d): the greedy policy, then ICM when ``refinement``.
+
+        ``refine`` overrides the ``refinement`` switch (False gives the policy's own codes).
+        """
+        out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
+        batch = 65536
+        for start in range(0, len(Z), batch):
+            X = torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32))
+            out[start:start + batch] = self._encode_tensor(X, refine).numpy()
+        return out
+
+    def policy_codes(self, X) -> np.ndarray:
+        """Codes (n, M) of the greedy policy alone, without refinement (what the paper's histograms show)."""
+        return self._encode_embedded(self.transform(X), refine=False)
+
+    def reconstruct(self, codes) -> np.ndarray:
+        """Codes (n, M) → x̂ = Σ_m C_m[k_m] (n, d) float32."""
+        self._check_fitted()
+        codes = torch.from_numpy(check_codes(codes, self.n_subspaces, self.n_codewords))
+        return additive_reconstruct(torch.from_numpy(np.asarray(self.codebooks_)), codes).numpy().astype(np.float32)
+
+    # ----------------------------------------------------------------- search
+    def distance_tables(self, queries) -> np.ndarray:
+        """Inner-product tables (nq, M, K) float32: T[q, m, k] = −2⟨q, C_m[k]⟩.
+
+        Additive codes are not separable into sub-space distances; the squared distance is
+        ||q||² + Σ_m T[q, m, k_m] + ||x̂||² (see :meth:`search`).
+        """
+        Q = self.transform(queries)
+        C = np.asarray(self.codebooks_, dtype=np.float32)
+        return np.ascontiguousarray(-2.0 * np.einsum("qd,mkd->qmk", Q, C), dtype=np.float32)
+
+    def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """ADC for additive codes: (distances (nq, k) float32, ids (nq, k) int64), nearest first.
+
+        Distance = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², the look-up tables of
+        :meth:`distance_tables` plus the reconstruction norms (faiss ``ST_norm_float``).
+        """
+        from ..search import _topk_merge
+        k = check_int(k, "k", low=1)
+        Q = self.transform(queries)
+        tables = torch.from_numpy(self.distance_tables(queries))
+        codes = check_codes(codes, self.n_subspaces, self.n_codewords)
+        nq, M, K = tables.shape
+        flat = tables.reshape(nq, M * K)
+        q_norm = torch.from_numpy((Q.astype(np.float32) ** 2).sum(1))
+        offsets = torch.arange(M, dtype=torch.int64) * K
+        block = max(1, (1 << 24) // max(1, nq * M))
+        best_d = best_i = None
+        for start in range(0, len(codes), block):
+            c = torch.from_numpy(codes[start:start + block])
+            x_norm = torch.from_numpy((self.reconstruct(c.numpy()) ** 2).sum(1))
+            d = flat[:, (c + offsets[None, :]).reshape(-1)].reshape(nq, len(c), M).sum(-1)
+            d += q_norm[:, None] + x_norm[None, :]
+            ids = torch.arange(start, start + len(c), dtype=torch.int64)
+            best_d, best_i = _topk_merge(best_d, best_i, d, ids, k)
+        return best_d.numpy(), best_i.numpy()
+
+    def to_faiss(self):
+        """A faiss ``IndexResidualQuantizer`` holding ``codebooks_`` (search type ST_norm_float), empty.
+
+        Add our codes with ``index.add_sa_codes(packed)`` where ``packed = index.sa_encode``-format
+        bytes; :func:`pack_codes` below packs (n, M) codes for it. faiss's own ``add`` would encode
+        with RQ beam search, not our policy.
+        """
+        import faiss
+        from ..search import _nbits
+        self._check_fitted()
+        M, K, d = np.asarray(self.codebooks_).shape
+        index = faiss.IndexResidualQuantizer(d, M, _nbits(K), faiss.METRIC_L2, faiss.AdditiveQuantizer.ST_norm_float)
+        faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks_, dtype=np.float32).ravel(), index.rq.codebooks)
+        index.rq.is_trained = True
+        index.is_trained = True
+        return index
+
+    def pack_codes(self, codes, index) -> np.ndarray:
+        """Codes (n, M) → faiss additive-quantizer bytes (n, code_size) uint8, norms included."""
+        import faiss
+        codes = check_codes(codes, self.n_subspaces, self.n_codewords)
+        x_hat = self.reconstruct(codes)
+        norms = (x_hat.astype(np.float32) ** 2).sum(1)
+        codes32 = np.ascontiguousarray(codes, dtype=np.int32)  # kept alive: swig_ptr holds no reference
+        norms = np.ascontiguousarray(norms, dtype=np.float32)
+        out = np.zeros((len(codes), index.code_size), dtype=np.uint8)
+        index.rq.pack_codes(len(codes), faiss.swig_ptr(codes32), faiss.swig_ptr(out), -1, faiss.swig_ptr(norms))
+        return out
+
+    def extra_report(self, ds, evaluation: dict) -> dict:
+        """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
+        ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K, trained on the
+        same base (see :func:`reference_rows`)."""
+        out = {"policy_distortion": self.embedding_distortion(ds.base, self.policy_codes(ds.base))}
+        if self.references:
+            out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords)
+        return out
+
+    def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
+        """Sample for the embedding views: subvectors[m] (M, s, d) are the residuals codebook m
+        quantizes (the state at step m), codes (s, M) the greedy policy's, codebooks (M, K, d)."""
+        rows = np.linspace(0, len(Z) - 1, num=min(size, len(Z))).astype(np.int64)
+        X = torch.from_numpy(np.asarray(Z[rows], dtype=np.float32))
+        codes = self._encode_tensor(X, refine=False)
+        C = self._codebooks_t
+        residual, subs = X.clone(), []
+        for m in range(self.n_subspaces):
+            subs.append(residual.clone())
+            residual -= C[m][codes[:, m]]
+        return EmbeddingSample(subvectors=torch.stack(subs).numpy(), codes=codes.numpy().astype(np.int64),
+                               codebooks=np.array(self.codebooks_))
+
+    @property
+    def _codebooks_t(self) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.codebooks_, dtype=np.float32))
+
+    # ----------------------------------------------------------------- training
+    def _set_codebooks(self, C: torch.Tensor) -> None:
+        self.codebooks_ = np.ascontiguousarray(C.numpy(), dtype=np.float32)
+
+    def _fit(self, X, y, run):
+        gen, rng = self._generators()
+        Xt = torch.from_numpy(np.ascontiguousarray(subsample(X, self.max_train_points, rng)))
+        n, d = Xt.shape
+        M, K = self.n_subspaces, self.n_codewords
+        self.scale_ = float(torch.sqrt((Xt * Xt).mean()).clamp_min(1e-12))
+        self.policy_ = nn.ModuleList(IndepBlock(d, K, width=self.width, dropout=self.dropout, zero_head=self.distance_prior) for _ in range(M))
+        self.value_ = nn.ModuleList(IndepBlock(d, 1, width=self.width, dropout=self.dropout) for _ in range(M))
+
+        C, rq_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
+        self._set_codebooks(C)
+        run.note("init", f"residual k-means codebooks, error {float(((Xt - additive_reconstruct(C, rq_codes)) ** 2).sum(1).mean()):.4g}")
+        rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
+        self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in rq_err]
+
+        memory = rq_codes
+        opt_pi = torch.optim.Adam(self.policy_.parameters(), lr=self.lr)
+        opt_v = torch.optim.Adam(self.value_.parameters(), lr=self.lr)
+        alpha = self.entropy_coef if self.entropy else 0.0
+        ret_std = _RunningStd()
+        self.history_ = []
+        for stage in range(1, self.n_iter + 1):
+            # ---- sampling stage
+            C_sample = C
+            codes, states, logp_old, v_old, errors = self._policy_codes(Xt, sample=True, gen=gen)
+            x_norm = errors[0].clamp_min(1e-12)
+            returns = (errors[:-1] - errors[-1][None, :]) / x_norm[None, :]  # G_m = Σ_{j≥m} ρ_j, (M, n)
+            sampled_error = float(errors[-1].mean())
+            # Codebooks re-solved by least squares for the best codes known per vector: the greedy
+            # policy's codes or last stage's, each refined by ICM when ``refinement`` (our choice;
+            # it makes E non-increasing, see the module docstring).
+            greedy = self._policy_codes(Xt)
+            greedy_error = float(((Xt - additive_reconstruct(C, greedy)) ** 2).sum(1).mean())
+            memory = self._best_codes(Xt, C, [memory, greedy])
+            C = solve_codebooks(Xt, memory, C, self.ridge)
+            self._set_codebooks(C)
+            error = float(((Xt - additive_reconstruct(C, memory)) ** 2).sum(1).mean())
+            if self.return_norm:
+                ret_std.update(returns.numpy())
+                targets = returns / ret_std.std
+            else:
+                targets = returns
+            if self.value_correction:
+                advantages = targets - v_old
+            else:
+                advantages = targets - targets.mean(1, keepdim=True)
+            # ---- updating stage
+            stats = self._ppo_update(states, C_sample, codes.T.contiguous(), logp_old, v_old, targets, advantages,
+                                     alpha, opt_pi, opt_v, gen)
+            for opt in (opt_pi, opt_v):
+                for group in opt.param_groups:
+                    group["lr"] *= self.decay
+            alpha *= self.decay
+            losses = {"total": error, "sampled": sampled_error, "greedy": greedy_error, **stats}
+            self.history_.append({"stage": stage, **losses})
+            if not run.step(stage, losses, n_codewords=K, codes=codes.numpy(),
+                            sample=lambda: self._embedding_sample(Xt.numpy())):
+                break
+        # Final codebooks for the codes encode() gives (our choice, see the module docstring).
+        final = self._encode_tensor(Xt)
+        self._set_codebooks(solve_codebooks(Xt, final, self._codebooks_t, self.ridge))
+
+    def _best_codes(self, X: torch.Tensor, C: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
+        """Per vector, the candidate codes (n, M) with the lowest error under C, after ICM when ``refinement``."""
+        best, best_err = None, None
+        for codes in candidates:
+            if self.refinement and self.refine_iters > 0:
+                codes = icm_refine(X, C, codes, self.refine_iters)
+            err = ((X - additive_reconstruct(C, codes)) ** 2).sum(1)
+            if best is None:
+                best, best_err = codes.clone(), err
+            else:
+                better = err < best_err
+                best[better], best_err = codes[better], torch.where(better, err, best_err)
+        return best
+
+    def _ppo_update(self, states, C_sample, actions, logp_old, v_old, targets, advantages, alpha, opt_pi, opt_v, gen) -> dict:
+        """One updating stage; returns the mean policy loss, value loss and entropy over its minibatches.
+
+        states (M, n, d); C_sample (M, K, d) the codebooks the states were sampled with; actions, logp_old, v_old, targets, advantages (M, n).
+        L_θ = −mean min(r·A, clip(r, 1±ε)·A) − α·H(π), r = π(a|s)/π_old(a|s) (PPO, Schulman 2017);
+        L_τ = ½ mean max((V − G)², (V_old + clip(V − V_old, ±ε) − G)²) (PPO2's clipped value loss).
+        """
+        M, n = actions.shape
+        eps = self.clip
+        self.policy_.train()
+        self.value_.train()
+        sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0}
+        count = 0
+        for _ in range(self.ppo_epochs):
+            perm = torch.randperm(n, generator=gen)
+            for start in range(0, n, self.batch_size):
+                idx = perm[start:start + self.batch_size]
+                pol_loss = val_loss = ent = 0.0
+                for m in range(M):
+                    s = states[m, idx]
+                    logp_all = torch.log_softmax(self._logits(m, s, s * self.scale_, C_sample), dim=1)
+                    logp = logp_all.gather(1, actions[m, idx][:, None])[:, 0]
+                    ratio = torch.exp(logp - logp_old[m, idx])
+                    A = advantages[m, idx]
+                    A = (A - A.mean()) / (A.std() + 1e-8)  # per-minibatch advantage normalisation (PPO practice)
+                    pol_loss = pol_loss - torch.min(ratio * A, ratio.clamp(1 - eps, 1 + eps) * A).mean()
+                    ent = ent + (-(logp_all.exp() * logp_all).sum(1)).mean()
+                    v = self.value_[m](s)[:, 0]
+                    vo, G = v_old[m, idx], targets[m, idx]
+                    v_clip = vo + (v - vo).clamp(-eps, eps)
+                    val_loss = val_loss + 0.5 * torch.max((v - G) ** 2, (v_clip - G) ** 2).mean()
+                loss_pi = (pol_loss - alpha * ent) / M
+                opt_pi.zero_grad()
+                loss_pi.backward()
+                nn.utils.clip_grad_norm_(self.policy_.parameters(), self.grad_clip)
+                opt_pi.step()
+                opt_v.zero_grad()
+                (val_loss / M).backward()
+                nn.utils.clip_grad_norm_(self.value_.parameters(), self.grad_clip)
+                opt_v.step()
+                sums["policy"] += float(pol_loss.detach()) / M
+                sums["value"] += float(val_loss.detach()) / M
+                sums["entropy"] += float(ent.detach()) / M
+                count += 1
+        return {k: v / count for k, v in sums.items()}
+
+
+# --------------------------------------------------------------------------- reports and benchmarks
+def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "rq", "lsq")) -> dict:
+    """Reference rows {kind: row} of faiss PQ, OPQ, RQ and LSQ at the same M and K (the same bits),
+    each trained on ``ds.base``.
+
+    A row holds ``distortion`` (mean ||x − x̂||² over the base), ``recall_at`` {"1","10","100"}
+    (when ``ds`` has queries; exact L2 ground truth) and ``train_seconds`` / ``encode_seconds``.
+    PQ and OPQ need M | d; otherwise their row is {"error": reason}.
+    """
+    from .. import metrics
+    from ..data import ground_truth
+    from ..report import RECALL_AT
+    from ..search import faiss_codes_distortion, faiss_reference
+    base = np.ascontiguousarray(ds.base, dtype=np.float32)
+    gt = ground_truth(ds, max(RECALL_AT)) if ds.queries is not None else None
+    rows = {}
+    for kind in kinds:
+        if kind in ("pq", "opq") and base.shape[1] % n_subspaces:
+            rows[kind] = {"error": f"M={n_subspaces} does not divide d={base.shape[1]}"}
+            continue
+        t0 = time.perf_counter()
+        index = faiss_reference(kind, base, n_subspaces, n_codewords)
+        t1 = time.perf_counter()
+        index.sa_encode(base)
+        t2 = time.perf_counter()
+        row = {"distortion": faiss_codes_distortion(index, base), "train_seconds": t1 - t0, "encode_seconds": t2 - t1}
+        if gt is not None:
+            index.add(base)
+            _, ranking = index.search(np.ascontiguousarray(ds.queries, dtype=np.float32), max(RECALL_AT))
+            row["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
+        rows[kind] = row
+    return rows
+
+
+def encode_time_ratios(X=None, *, n_subspaces: int = 4, n_codewords: int = 256, quantizer: "RLQ | None" = None,
+                       n_iter: int = 5, random_state: int = 0) -> dict:
+    """Encoding time of RLQ relative to faiss PQ and LSQ, measured in one run (Table 3's shape).
+
+    X (n, d) float32 (default: the seeded synthetic set, 5,000 × 32); ``quantizer`` a fitted
+    :class:`RLQ` (default: one fitted here with ``n_iter`` stages). PQ and LSQ are faiss's, trained
+    on the same X with the same M and K (PQ with M | d). Returns seconds for ``rlq`` (policy +
+    refinement), ``rlq_no_refinement`` (policy only, the paper's "Ours*"), ``pq``, ``lsq``, and the
+    ratios ``rlq_over_pq``, ``rlq_over_lsq``, ``rlq_no_refinement_over_pq``,
+    ``rlq_no_refinement_over_lsq``. For ``pqx bench``: the numbers are wall-clock, so run it on an
+    idle machine.
+    """
+    from ..data import make_synthetic
+    from ..search import faiss_reference
+    X = make_synthetic(5000, 32, random_state=random_state).base if X is None else X
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    q = quantizer or RLQ(n_subspaces, n_codewords, n_iter=n_iter, references=False, random_state=random_state).fit(X)
+    M, K = q.n_subspaces, q.n_codewords
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    out = {"rlq": timed(lambda: q._encode_embedded(X, refine=True)),
+           "rlq_no_refinement": timed(lambda: q._encode_embedded(X, refine=False))}
+    for kind in ("pq", "lsq"):
+        index = faiss_reference(kind, X, M, K)
+        out[kind] = timed(lambda: index.sa_encode(X))
+    for name in ("rlq", "rlq_no_refinement"):
+        for ref in ("pq", "lsq"):
+            out[f"{name}_over_{ref}"] = out[name] / max(out[ref], 1e-12)
+    return out

@@ -1,0 +1,302 @@
+"""The bad-input catalogue: every user mistake raises an :mod:`explorer.errors` type (a
+ValueError or TypeError) whose message names the parameter and the fix; the CLI turns each into
+exit code 2, exactly one line on stderr, no traceback, and no output file."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+from explorer import cli, data, methods
+from explorer.errors import DataFileError, InvalidParameter, InvalidType, PQXError
+
+
+@pytest.fixture(scope="module")
+def X():
+    return data.make_synthetic(n=400, d=16, random_state=0).base
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    return methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=2).fit(X)
+
+
+def raises(exc_type, *fragments):
+    """pytest.raises for an explorer error whose message contains every fragment (case-insensitive)."""
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc_type)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self.ctx.__exit__(*exc)
+            assert isinstance(self.info.value, PQXError), type(self.info.value)
+            msg = str(self.info.value).lower()
+            for frag in fragments:
+                assert frag.lower() in msg, f"{frag!r} not in {msg!r}"
+            return handled
+    return _Check()
+
+
+# --------------------------------------------------------------------------- library: data and parameters
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_data(X, bad):
+    Xb = X.copy()
+    Xb[7, 3] = bad
+    with raises(InvalidParameter, "X contains NaN or inf", "row 7, column 3", "remove or impute"):
+        methods.create("pq", n_subspaces=4, n_codewords=16).fit(Xb)
+    assert issubclass(InvalidParameter, ValueError)
+
+
+@pytest.mark.parametrize("bad,fragments", [
+    (np.array([["a", "b"], ["c", "d"]]), ("dtype <U1", "numeric")),
+    (np.ones((4, 2), dtype=complex), ("complex", "real-valued")),
+    ([[1.0, 2.0], [3.0]], ("could not be read as an array", "(n, d)")),
+    (np.ones(16, dtype=np.float32), ("must be 2-D", "reshape(1, -1)")),
+    (np.ones((4, 4, 4), dtype=np.float32), ("must be 2-D", "3-D")),
+])
+def test_wrong_dtype_or_shape(bad, fragments):
+    with raises(InvalidType, "X", *fragments):
+        methods.create("pq", n_subspaces=2, n_codewords=2).fit(bad)
+    assert issubclass(InvalidType, TypeError)
+
+
+def test_empty_data():
+    with raises(InvalidParameter, "X is empty", "shape (0, 16)", "at least 1"):
+        methods.create("pq", n_subspaces=4, n_codewords=16).fit(np.zeros((0, 16), np.float32))
+
+
+def test_d_not_divisible_by_M(X):
+    with raises(InvalidParameter, "n_subspaces (M)=5", "d=16", "[1, 2, 4, 8, 16]"):
+        methods.create("pq", n_subspaces=5, n_codewords=16).fit(X)
+
+
+def test_K_larger_than_n(X):
+    with raises(InvalidParameter, "n_codewords (K)=512", "n=400", "K ≤ 400"):
+        methods.create("pq", n_subspaces=4, n_codewords=512).fit(X)
+
+
+def test_K_beyond_uint16(X):
+    with raises(InvalidParameter, "n_codewords (K)=70000", "≤ 65536", "uint16"):
+        methods.create("pq", n_subspaces=4, n_codewords=70000).fit(X)
+
+
+@pytest.mark.parametrize("param,value,exc,fragment", [
+    ("n_subspaces", 2.5, InvalidType, "n_subspaces (M) must be an integer"),
+    ("n_codewords", 1, InvalidParameter, "n_codewords (K)=1 is out of range"),
+    ("n_iter", 0, InvalidParameter, "n_iter=0 is out of range"),
+    ("init", "kmeans++", InvalidParameter, "init='kmeans++' is not known; use 'random' or 'narrow'"),
+    ("device", "tpu", InvalidParameter, "device='tpu' is not a torch device"),
+])
+def test_bad_hyper_parameters(X, param, value, exc, fragment):
+    with raises(exc, fragment):
+        methods.create("pq", **{"n_subspaces": 4, "n_codewords": 16, param: value}).fit(X)
+
+
+def test_labels_of_wrong_length_or_kind(X):
+    y = np.zeros(len(X), dtype=np.int64)
+    with raises(InvalidParameter, "y has 399 labels but there are 400 vectors", "one label per vector"):
+        methods.create("pq", n_subspaces=4, n_codewords=16).fit(X, y[:-1])
+    with raises(InvalidType, "y must hold integer class labels"):
+        methods.create("pq", n_subspaces=4, n_codewords=16).fit(X, y + 0.5)
+    with raises(InvalidType, "y must be 1-D"):
+        methods.create("pq", n_subspaces=4, n_codewords=16).fit(X, y[:, None])
+
+
+def test_unknown_method_or_parameter():
+    with raises(InvalidParameter, "unknown method 'nope'", "pq", "opq"):
+        methods.create("nope")
+    with raises(InvalidParameter, "method 'pq' has no parameter(s) epochs", "valid:", "n_iter"):
+        methods.create("pq", epochs=3)
+    with raises(InvalidParameter, "PQ has no parameter 'bogus'"):
+        methods.create("pq").set_params(bogus=1)
+
+
+def test_inference_misuse(X, fitted):
+    with raises(InvalidParameter, "not fitted yet", "call fit(X) first"):
+        methods.create("pq").encode(X)
+    with raises(InvalidType, "dimension 8", "fitted on d=16"):
+        fitted.encode(X[:, :8])
+    with raises(InvalidType, "codes must have shape (n, M=4)"):
+        fitted.decode(np.zeros((3, 5), dtype=np.uint8))
+    with raises(InvalidParameter, "outside [0, 15]"):
+        fitted.decode(np.full((3, 4), 16, dtype=np.int64))
+    with raises(InvalidType, "codes must be integers"):
+        fitted.decode(np.zeros((3, 4), dtype=np.float32))
+
+
+def test_nan_in_a_late_batch_of_a_large_base_names_the_rows(fitted, X):
+    big = np.tile(X, (3, 1))
+    big[1000, 2] = np.nan
+    with raises(InvalidParameter, "rows 800–1199", "row 200, column 2"):
+        fitted.encode(big, batch_size=400)
+
+
+# --------------------------------------------------------------------------- library: files
+def _vecs(path, X):
+    data.write_vecs(path, X)
+    return path
+
+
+BAD_FILES = {
+    # name: (writer(tmp_path) -> path, fragments the message must hold)
+    "truncated fvecs": (lambda p: _truncate(_vecs(p / "a.fvecs", np.ones((5, 4), np.float32)), 3), ("truncated",)),
+    "truncated ivecs": (lambda p: _truncate(_vecs(p / "a.ivecs", np.ones((5, 4), np.int32)), 2), ("truncated",)),
+    "truncated bvecs": (lambda p: _truncate(_vecs(p / "a.bvecs", np.ones((5, 4), np.uint8)), 1), ("truncated",)),
+    "tiny fvecs": (lambda p: _write(p / "a.fvecs", b"\x01\x00"), ("too short", "truncated")),
+    "fvecs negative dim": (lambda p: _write(p / "a.fvecs", np.array([-3, 0, 0, 0], "<i4").tobytes()),
+                           ("declares dimension -3", "byte order")),
+    "fvecs mixed dims": (lambda p: _write(p / "a.fvecs", np.array([2, 0, 0, 2, 0, 0, 3, 0, 0], "<i4").tobytes()),
+                         ("inconsistent dimensions",)),
+    "IDX bad magic": (lambda p: _write(p / "a-idx3-ubyte", b"\x12\x34\x08\x01" + b"\x00" * 8), ("bad idx magic",)),
+    "IDX truncated": (lambda p: _truncate(_idx(p / "a-idx3-ubyte"), 5), ("truncated or corrupt",)),
+    "IDX gz corrupt": (lambda p: _write(p / "a-idx3-ubyte.gz", gzip.compress(b"\x00" * 64)[:20]), ("cannot read",)),
+    "IDX header cut": (lambda p: _write(p / "a-idx3-ubyte", b"\x00\x00\x08\x03\x00\x00"), ("header declares 3",)),
+    "npy truncated": (lambda p: _truncate(_npy(p / "a.npy"), 7), ("not a readable .npy",)),
+    "npy garbage": (lambda p: _write(p / "a.npy", b"this is not numpy"), ("not a readable .npy",)),
+    "npy objects": (lambda p: _npy_objects(p / "a.npy"), ("not a readable .npy",)),
+    "empty file": (lambda p: _write(p / "a.fvecs", b""), ("0 bytes",)),
+    "missing file": (lambda p: p / "nope.fvecs", ("no such file",)),
+    "unknown extension": (lambda p: _write(p / "a.csv", b"1,2\n"), ("unknown format", ".fvecs")),
+}
+
+
+def _write(path, payload: bytes):
+    path.write_bytes(payload)
+    return path
+
+
+def _truncate(path, n_bytes):
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-n_bytes])
+    return path
+
+
+def _idx(path):
+    data.write_idx(path, np.arange(60, dtype=np.uint8).reshape(3, 4, 5))
+    return path
+
+
+def _npy(path):
+    np.save(path, np.ones((6, 4), np.float32))
+    return path
+
+
+def _npy_objects(path):
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_unreadable_or_truncated_files(tmp_path, case):
+    make, fragments = BAD_FILES[case]
+    path = make(tmp_path)
+    with raises(DataFileError, str(path.name), *fragments):
+        data.load(str(path))
+
+
+def test_data_file_holding_a_1d_array(tmp_path):
+    np.save(tmp_path / "v.npy", np.ones(10, np.float32))
+    with raises(DataFileError, "holds a 1-D array", "(n, d)"):
+        data.load(str(tmp_path / "v.npy"))
+
+
+def test_labels_and_queries_files_that_do_not_fit(tmp_path):
+    np.save(tmp_path / "base.npy", np.ones((10, 4), np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(9, np.int64))
+    np.save(tmp_path / "queries.npy", np.ones((3, 5), np.float32))
+    with raises(InvalidParameter, "labels has 9 labels but there are 10 vectors"):
+        data.load(str(tmp_path / "base.npy"), labels=str(tmp_path / "labels.npy"))
+    with raises(DataFileError, "queries have shape (3, 5)", "d=4"):
+        data.load(str(tmp_path / "base.npy"), queries=str(tmp_path / "queries.npy"))
+    with raises(InvalidParameter, "unknown dataset 'digitz'", "digits"):
+        data.load("digitz")
+
+
+# --------------------------------------------------------------------------- CLI
+@pytest.fixture()
+def files(tmp_path):
+    X = data.make_synthetic(n=300, d=16, random_state=0).base
+    paths = {"ok": tmp_path / "ok.npy", "nan": tmp_path / "nan.npy", "empty": tmp_path / "empty.npy",
+             "trunc": tmp_path / "t.fvecs", "labels": tmp_path / "labels.npy"}
+    np.save(paths["ok"], X)
+    Xn = X.copy()
+    Xn[5, 5] = np.nan
+    np.save(paths["nan"], Xn)
+    np.save(paths["empty"], np.zeros((0, 16), np.float32))
+    _truncate(_vecs(paths["trunc"], X), 10)
+    np.save(paths["labels"], np.zeros(299, np.int64))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def run_cli(argv) -> int:
+    """Exit code of ``pqx argv`` run in-process (argparse's own errors exit through SystemExit)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+CLI_CASES = {
+    "unknown method": (["--method", "nope"], "unknown method 'nope'"),
+    "unknown option": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "option of another method": (["--method", "opq", "--init", "narrow"], "--init does not apply to method 'opq'"),
+    "epochs for pq": (["--epochs", "3"], "--epochs does not apply to method 'pq'"),
+    "non-integer M": (["-M", "two"], "argument -M/--subspaces: invalid int value"),
+    "M does not divide d": (["-M", "7"], "n_subspaces (M)=7 does not divide the dimension d=64"),
+    "K > n": (["-K", "4096"], "n_codewords (K)=4096 exceeds the number of training vectors"),
+    "K > 65536": (["-K", "70000"], "K ≤ 65536"),
+    "zero iterations": (["--iters", "0"], "n_iter=0 is out of range"),
+    "too many queries": (["--n-queries", "5000"], "n_queries=5000 is out of range"),
+    "NaN in data file": (["--data", "{nan}"], "contains NaN or inf"),
+    "empty data file": (["--data", "{empty}"], "holds no vectors"),
+    "truncated file": (["--data", "{trunc}"], "truncated"),
+    "missing file": (["--data", "/no/such/file.fvecs"], "no such file"),
+    "labels of wrong length": (["--data", "{ok}", "--labels", "{labels}", "--n-queries", "10"],
+                               "labels has 299 labels but there are 300 vectors"),
+    "bad checkpoint interval": (["--checkpoint", "{ck}", "--checkpoint-every", "0"], "checkpoint_every=0 is out of range"),
+    "resume without checkpoint": (["--resume", "{ck}"], "no checkpoint.pt there"),
+    "unknown device": (["--device", "tpu"], "device='tpu' is not a torch device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_cli_bad_input_exits_2_with_one_line_and_no_output(tmp_path, files, capsys, case):
+    argv, fragment = CLI_CASES[case]
+    out = tmp_path / "report.json"
+    argv = [a.format(ck=tmp_path / "ck", **files) for a in argv]
+    # the case's flags come last, so they override these small defaults
+    code = run_cli(["train", "-K", "16", "--iters", "2", "--quiet", "--json", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err and fragment in err, err
+    assert not out.exists() and not list(tmp_path.glob(".report.json*"))
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["-K", "100"], "faiss needs K to be a power of two; K=100"),
+    (["-K", "16", "--ivf", "5000", "--train-size", "500"], "--ivf NLIST=5000 is out of range"),
+])
+def test_cli_export_bad_input(tmp_path, capsys, argv, fragment):
+    out = tmp_path / "x.faissindex"
+    assert run_cli(["export", "--quiet", "--index", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("device,what", [("cuda", "CUDA GPU"), ("mps", "Apple (MPS) GPU")])
+def test_cli_absent_accelerator_falls_back_to_cpu_with_one_line(tmp_path, capsys, monkeypatch, device, what):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    out = tmp_path / "r.json"
+    assert run_cli(["train", "--device", device, "-K", "16", "--iters", "2", "--quiet", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err == f"pqx train: warning: --device {device} but torch sees no {what}; training on cpu instead\n"
+    assert out.exists()
+    with raises(InvalidParameter, f"device={device!r} but torch sees no", "use device='cpu' or 'auto'"):
+        methods.create("pq", n_subspaces=2, n_codewords=4, device=device).fit(np.arange(80, dtype=np.float32).reshape(40, 2))  # library: no silent fallback

@@ -1,0 +1,203 @@
+"""FPPQ: unique class labels, faiss parity of the learned codebook, retrieval beats PQ on many classes."""
+import json
+
+import numpy as np
+import pytest
+
+from explorer import cli, data, metrics
+from explorer.errors import InvalidParameter
+from explorer.events import Note, Recorder, Step
+from explorer.methods.fppq import FPPQ, _best_free_tuple, bernoulli_labels, code_costs, make_pq_labels
+from explorer.methods.pq import PQ
+from explorer.report import evaluate
+
+
+@pytest.fixture(scope="module")
+def many_classes():
+    """2,000 classes, ~4 vectors each: more classes than K, so the class-means path and duplicates run."""
+    return data.split_queries(data.make_synthetic(n=8000, d=32, n_clusters=2000), 200)
+
+
+@pytest.fixture(scope="module")
+def many_classes_fit(many_classes):
+    return FPPQ(2, 256, embedding_dim=32, backbone="mlp", epochs=12, pretrain_epochs=3, lr=3e-3,
+                batch_size=256).fit(many_classes.base, many_classes.labels)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.split_queries(data.load("digits"), 200)
+
+
+@pytest.fixture(scope="module")
+def digits_fit(digits):
+    rec = Recorder()
+    model = FPPQ(4, 256, backbone="mlp", epochs=4, pretrain_epochs=2).fit(digits.base, digits.labels, callbacks=[rec])
+    return model, rec
+
+
+def test_labels_unique_after_resolution_and_moved_to_cheapest_free_tuple(many_classes):
+    labels = make_pq_labels(many_classes.base, many_classes.labels, 2, 256)
+    assert labels.source == "class_means"
+    assert labels.duplicates_before > 0  # 2,000 class means in 256² cells collide for real
+    assert labels.duplicates_after == 0 and len(np.unique(labels.codes, axis=0)) == labels.n_classes
+    assert labels.moved.sum() == labels.duplicates_before
+    np.testing.assert_array_equal(labels.codes[~labels.moved], labels.initial_codes[~labels.moved])
+    # A tuple free at the end was free when each class moved, so none may be cheaper (brute force over K²).
+    costs = code_costs(labels.means, labels.codebooks)
+    free = np.ones((256, 256), dtype=bool)
+    free[labels.codes[:, 0], labels.codes[:, 1]] = False
+    for c in np.flatnonzero(labels.moved):
+        grid = costs[c, 0][:, None] + costs[c, 1][None, :]
+        chosen = grid[labels.codes[c, 0], labels.codes[c, 1]]
+        assert chosen <= grid[free].min() + 1e-9
+
+
+def test_best_free_tuple_matches_brute_force():
+    rng = np.random.default_rng(3)
+    cost = rng.random((3, 6))
+    grid = cost[0][:, None, None] + cost[1][None, :, None] + cost[2][None, None, :]
+    taken = {tuple(int(v) for v in np.unravel_index(i, grid.shape)) for i in np.argsort(grid, axis=None)[:40]}
+    code, total = _best_free_tuple(cost, taken)
+    free = np.ones(grid.shape, dtype=bool)
+    for t in taken:
+        free[t] = False
+    assert code not in taken
+    assert total == pytest.approx(grid[free].min())
+
+
+def test_bernoulli_labels_are_unique_and_fallback_reports_it(many_classes):
+    codes = bernoulli_labels(3000, 2, 64, np.random.default_rng(0))  # 3000 in 4096 cells: redraws needed
+    assert codes.shape == (3000, 2) and codes.min() >= 0 and codes.max() < 64
+    assert len(np.unique(codes, axis=0)) == 3000
+    labels = make_pq_labels(many_classes.base, many_classes.labels, 2, 256, fallback_duplicate_rate=0.0)
+    assert labels.fallback and labels.duplicates_before > 0 and labels.duplicates_after == 0
+    with pytest.raises(InvalidParameter, match="power of two"):
+        bernoulli_labels(10, 2, 100, np.random.default_rng(0))
+
+
+def test_fewer_classes_than_k_uses_instance_pq_on_digits(digits, digits_fit):
+    model, _ = digits_fit
+    assert model.labels_.source == "instances" and model.labels_.n_classes == 10
+    assert model.codebooks_.shape == (4, 256, 16)
+    np.testing.assert_allclose(np.linalg.norm(model.codebooks_, axis=-1), 1.0, atol=1e-5)  # normalised w̃_mk
+    Z = model.transform(digits.queries)
+    np.testing.assert_allclose(np.linalg.norm(Z.reshape(len(Z), 4, -1), axis=-1), 1.0, atol=1e-5)
+    fppq_map = evaluate(model, digits)["map"]
+    pq_map = evaluate(PQ(4, 256).fit(digits.base), digits)["map"]
+    assert fppq_map > pq_map + 0.1
+
+
+def test_faiss_index_gives_same_codes_and_ranking(many_classes, many_classes_fit):
+    model = many_classes_fit
+    base, queries = model.transform(many_classes.base), model.transform(many_classes.queries)
+    index = model.to_faiss()
+    index.add(base)
+    codes = model.encode(many_classes.base)
+    assert len(np.unique(codes, axis=0)) > 1000  # diverse codes, so the ranking check below has teeth
+    np.testing.assert_array_equal(index.pq.compute_codes(base), codes)
+    k = 50
+    d_ours, i_ours = model.search(many_classes.queries, codes, k)
+    d_faiss, i_faiss = index.search(queries, k)
+    np.testing.assert_allclose(d_faiss, d_ours, rtol=1e-4, atol=1e-4)
+    # Same ranking: faiss's ids score, under our tables, the distances faiss reports; ids agree
+    # wherever the distance is not tied with a neighbour in the list.
+    tables = model.distance_tables(many_classes.queries)
+    ours_on_faiss_ids = tables[np.arange(len(queries))[:, None, None], np.arange(2)[None, None, :],
+                               codes[i_faiss].astype(np.int64)].sum(-1)
+    np.testing.assert_allclose(ours_on_faiss_ids, d_faiss, rtol=1e-4, atol=1e-4)
+    gaps = np.abs(np.diff(d_ours, axis=1, prepend=-1.0, append=np.inf)) > 1e-3
+    untied = gaps[:, :-1] & gaps[:, 1:]
+    untied[:, -1] = False  # the k-th may tie with the (k+1)-th, which neither list shows
+    assert untied.sum() > 300  # hundreds of untied positions, compared id by id
+    np.testing.assert_array_equal(i_faiss[untied], i_ours[untied])
+
+
+def test_codes_do_not_depend_on_segment_normalisation(many_classes, many_classes_fit):
+    model = many_classes_fit
+    normalised = model.encode(many_classes.queries)
+    model.set_params(segment_normalize=False)
+    try:
+        raw = model.transform(many_classes.queries)
+        assert not np.allclose(np.linalg.norm(raw.reshape(len(raw), 2, -1), axis=-1), 1.0)
+        np.testing.assert_array_equal(model.encode(many_classes.queries), normalised)  # Eq. 11
+    finally:
+        model.set_params(segment_normalize=True)
+
+
+def test_symmetric_search_is_eq9(digits, digits_fit):
+    model, _ = digits_fit
+    codes = model.encode(digits.base)
+    dist, ids = model.search(digits.queries[:20], codes, 30, symmetric=True)
+    Rq = model.reconstruct(model.encode(digits.queries[:20]))
+    Rb = model.reconstruct(codes)
+    brute = ((Rq[:, None, :] - Rb[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(dist, np.sort(brute, axis=1)[:, :30], atol=1e-4)
+
+
+def test_events_report_labels_losses_and_classes_per_codeword(digits_fit):
+    model, rec = digits_fit
+    notes = {n.topic: n for n in rec.notes}
+    assert {"pretrain", "labels", "usage"} <= set(notes)
+    lab = notes["labels"].data
+    assert lab["n_classes"] == 10 and lab["duplicates_after"] == 0 and "duplicate_rate_before" in lab
+    assert np.asarray(lab["classes_per_codeword"]).shape == (4, 256)
+    usage_notes = [n for n in rec.notes if n.topic == "usage"]
+    assert len(usage_notes) == 4 and np.asarray(usage_notes[-1].data["classes_per_codeword"]).shape == (4, 256)
+    steps = list(rec.steps)
+    assert len(steps) == 4 and {"total", "cls", "pq"} <= set(steps[0].losses)
+    assert steps[-1].losses["pq"] < steps[0].losses["pq"]
+    # FPPQ's balance: ~one class per codeword, so ~10 codewords per subspace carry the samples.
+    assert steps[-1].usage.shape == (4, 256) and (steps[-1].perplexity < 12).all()
+
+
+def test_fppq_beats_pq_map_on_many_classes_at_same_bits(many_classes, many_classes_fit):
+    pq = PQ(2, 256).fit(many_classes.base)
+    model = many_classes_fit
+    assert model.bits == pq.bits == 16
+    assert model.labels_.source == "class_means" and model.labels_.duplicates_before > 0
+    fppq_map, pq_map = evaluate(model, many_classes)["map"], evaluate(pq, many_classes)["map"]
+    assert fppq_map > pq_map + 0.05, (fppq_map, pq_map)
+
+
+def test_fit_is_deterministic(digits):
+    kw = dict(backbone="linear", epochs=2, pretrain_epochs=1, random_state=7)
+    a = FPPQ(4, 256, **kw).fit(digits.base, digits.labels)
+    b = FPPQ(4, 256, **kw).fit(digits.base, digits.labels)
+    np.testing.assert_array_equal(a.class_codes_, b.class_codes_)
+    np.testing.assert_array_equal(a.codebooks_, b.codebooks_)
+    np.testing.assert_array_equal(a.encode(digits.queries), b.encode(digits.queries))
+
+
+def test_bad_label_source_names_the_fix(digits):
+    with pytest.raises(InvalidParameter, match="label_source='instances'"):
+        FPPQ(4, 256, label_source="class_means").fit(digits.base, digits.labels)
+    with pytest.raises(InvalidParameter, match="margin_kind"):
+        FPPQ(4, 256, margin_kind="sphere").fit(digits.base, digits.labels)
+
+
+def test_cli_train_reports_duplicate_rate_and_map(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = cli.main(["train", "--method", "fppq", "-M", "4", "--epochs", "2", "--pretrain-epochs", "1",
+                   "--backbone", "linear", "--quiet", "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["method"] == "fppq" and report["duplicate_rate"] == 0.0 and report["duplicate_rate_after"] == 0.0
+    assert report["label_generation"]["source"] == "instances"
+    assert 0.0 < report["map"] <= 1.0 and 0.0 < report["map_symmetric"] <= 1.0
+    assert len(report["history"]) == 2
+    assert "mAP" in capsys.readouterr().out
+
+
+def test_embedding_samples_are_built_when_a_view_asks(digits):
+    class Sampler(list):
+        sample_every = 2
+
+        def __call__(self, event):
+            if isinstance(event, Step):
+                self.append(event.sample)
+
+    sampler = Sampler()
+    FPPQ(4, 256, backbone="linear", epochs=2, pretrain_epochs=0).fit(digits.base, digits.labels, callbacks=[sampler])
+    assert sampler[0] is None and sampler[1] is not None
+    assert sampler[1].subvectors.shape == (4, 300, 16) and sampler[1].codebooks.shape == (4, 256, 16)

@@ -1,0 +1,173 @@
+"""SSCQ: losses behave as their equations say, training is unsupervised, deterministic and beats
+PQ on raw pixels, the diversity term raises codeword usage, and the CLI runs it."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import cli, data, diagnostics, events
+from explorer.errors import InvalidParameter
+from explorer.methods import create
+from explorer.methods.sscq import codeword_diversity, consistency_loss, nt_xent, part_neighbour_loss
+from explorer.report import evaluate
+
+# Small but real: M=8 (32 bits), K=16, D/M=16, digits, a few epochs. One fit takes a few seconds.
+SMALL = dict(n_subspaces=8, n_codewords=16, epochs=5, batch_size=128, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return data.split_queries(data.load("digits"), 200, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    """The default objective and the same run with λ_cd = 0 (same seed, same epochs)."""
+    recorder = events.Recorder()
+    on = create("sscq", **SMALL).fit(split.base, callbacks=[recorder])
+    off = create("sscq", lambda_cd=0.0, **SMALL).fit(split.base)
+    return {"on": on, "off": off, "recorder": recorder}
+
+
+# ------------------------------------------------------------------------------------ losses
+def test_nt_xent_prefers_matching_views():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(32, 16, generator=g)
+    aligned = nt_xent(a, a + 0.01 * torch.randn(32, 16, generator=g), 0.5)
+    shuffled = nt_xent(a, a[torch.randperm(32, generator=g)], 0.5)
+    assert aligned < shuffled
+    assert aligned > 0
+
+
+def test_codeword_diversity_spans_minus_log_k_to_zero():
+    K = 16
+    uniform = torch.eye(K).repeat(4, 1)[:, None, :].expand(64, 3, K) * 50.0   # every codeword used equally
+    collapsed = torch.zeros(64, 3, K)
+    collapsed[..., 0] = 50.0                                                     # everyone on codeword 0
+    assert codeword_diversity(uniform, 0.2).item() == pytest.approx(-np.log(K), abs=1e-4)
+    assert codeword_diversity(collapsed, 0.2).item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_consistency_loss_is_zero_for_identical_views_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 8, generator=g)
+    assert consistency_loss(a, a.clone(), 0.2).item() == pytest.approx(0.0, abs=1e-6)
+    assert consistency_loss(a, torch.randn(16, 8, generator=g), 0.2).item() > 0.01
+
+
+def test_part_neighbour_loss_rewards_clustered_parts():
+    """Parts that sit in tight groups of N_k + 1 (each anchor's neighbours agree with it) score
+    lower than scattered parts whose only close match is the other view; N_k = 0 is NT-Xent per subspace."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(8, 2, 8, generator=g)                                  # 8 groups, M = 2
+    images = centres[torch.arange(32) % 8] + 0.05 * torch.randn(32, 2, 8, generator=g)
+    grouped = torch.cat([images, images + 0.01])                                 # 8 rows per group
+    scattered = torch.randn(32, 2, 8, generator=g)
+    scattered = torch.cat([scattered, scattered + 0.01])
+    assert part_neighbour_loss(grouped, 0.5, 7) < part_neighbour_loss(scattered, 0.5, 7) - 0.1
+    per_subspace = [nt_xent(scattered[:32, m], scattered[32:, m], 0.5) for m in range(2)]
+    assert part_neighbour_loss(scattered, 0.5, 0).item() == pytest.approx(float(sum(per_subspace) / 2), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ training
+def test_steps_report_every_term_usage_and_samples(split):
+    seen = []
+
+    def listener(event):
+        seen.append(event)
+    listener.sample_every = 1
+    q = create("sscq", n_subspaces=4, epochs=2, batch_size=64, fusion="sum", random_state=1).fit(
+        split.base[:128], callbacks=[listener])
+    steps = [e for e in seen if isinstance(e, events.Step)]
+    assert [s.step for s in steps] == [1, 2]
+    assert set(steps[-1].losses) == {"total", "icz", "icf", "pn", "cc", "cd"}
+    assert steps[-1].usage.shape == (4, 16) and steps[-1].perplexity.shape == (4,)
+    assert steps[-1].soft_hard is not None and 0.0 <= steps[-1].soft_hard["agreement"] <= 1.0
+    sample = steps[-1].sample
+    assert sample.subvectors.shape[0] == 4 and sample.subvectors.shape[2] == 16
+    assert sample.codebooks.shape == (4, 16, 16)
+    assert q.codebooks_.shape == (4, 16, 16) and q.transform(split.queries).shape == (200, 64)
+    assert [e.topic for e in seen if isinstance(e, events.Note)] == ["warm-up"]
+
+
+def test_a_switched_off_term_is_not_computed(split):
+    rec = events.Recorder()
+    create("sscq", n_subspaces=4, epochs=1, batch_size=64, lambda_pn=0.0, lambda_cc=0.0, lambda_cd=0.0,
+           random_state=0).fit(split.base[:256], callbacks=[rec])
+    assert set(rec.last.losses) == {"total", "icz", "icf"}
+
+
+def test_stop_request_leaves_a_usable_model(split):
+    q = create("sscq", n_subspaces=4, epochs=5, batch_size=64, random_state=0)
+    q.fit(split.base[:256], callbacks=[lambda e: events.STOP if isinstance(e, events.Step) else None])
+    assert q.stopped_ and q.n_steps_ == 1
+    assert q.encode(split.queries).shape == (200, 4)
+
+
+def test_bad_parameters_name_the_fix(split):
+    with pytest.raises(InvalidParameter, match="fusion"):
+        create("sscq", fusion="product").fit(split.base[:64])
+    with pytest.raises(InvalidParameter, match="tau_sq"):
+        create("sscq", tau_sq=0.0).fit(split.base[:64])
+    with pytest.raises(InvalidParameter, match="at least one term"):
+        create("sscq", lambda_icz=0.0, lambda_icf=0.0, lambda_pn=0.0, lambda_cc=0.0, lambda_cd=0.0).fit(split.base[:64])
+    with pytest.raises(InvalidParameter, match="embedding_dim"):
+        create("sscq", n_subspaces=3, embedding_dim=64).fit(split.base[:64])
+
+
+def test_same_seed_same_model_other_seed_other_model(split):
+    X = split.base[:192]
+    kw = dict(n_subspaces=4, epochs=2, batch_size=64)
+    a = create("sscq", random_state=3, **kw).fit(X)
+    b = create("sscq", random_state=3, **kw).fit(X)
+    c = create("sscq", random_state=4, **kw).fit(X)
+    np.testing.assert_array_equal(a.codebooks_, b.codebooks_)
+    np.testing.assert_array_equal(a.encode(X), b.encode(X))
+    assert not np.array_equal(a.codebooks_, c.codebooks_)
+
+
+def test_beats_pq_on_raw_pixels_at_the_same_bits(split, fitted):
+    """Unsupervised (labels only score): SSCQ's mAP@all beats k-means PQ on the raw pixels at 32 bits
+    (measured: 0.70 against 0.65 after 5 epochs; 0.77 after 10, 0.83 after 20)."""
+    sscq = fitted["on"]
+    pq = create("pq", n_subspaces=8, n_codewords=16, random_state=0).fit(split.base)
+    assert sscq.bits == pq.bits == 32
+    ours, theirs = evaluate(sscq, split)["map"], evaluate(pq, split)["map"]
+    assert ours > theirs + 0.02, (ours, theirs)
+
+
+def test_diversity_term_raises_codeword_perplexity(split, fitted):
+    """Same seed, same epochs: switching L_cd off lowers the codeword perplexity of the hard codes
+    (measured on seeds 0–2: about 11% lower on average over subspaces, lower in most subspaces).
+
+    At this scale the contrastive terms alone keep every codebook in use, so the run without L_cd
+    is *less diverse* but not collapsed: the default collapse detector (perplexity < 25% of K)
+    calls both healthy; we check only that it calls the default objective healthy."""
+    usage = {k: diagnostics.usage_histogram(fitted[k].encode(split.base), 16) for k in ("on", "off")}
+    ppl = {k: diagnostics.perplexity(u) for k, u in usage.items()}
+    assert ppl["on"].mean() > 1.05 * ppl["off"].mean(), ppl
+    assert (ppl["on"] > ppl["off"]).sum() >= 6, ppl
+    assert not diagnostics.collapsed_mask(usage["on"]).any()
+
+
+def test_steps_of_the_default_run_carry_the_diversity_term(fitted):
+    history = fitted["recorder"].history()
+    assert len(history) == 5
+    assert all(-np.log(16) <= row["loss_cd"] <= 0 for row in history)
+
+
+def test_cli_trains_sscq_with_lambda_cd_off(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = cli.main(["train", "--method", "sscq", "--data", "digits", "--epochs", "1", "-M", "4",
+                     "--lambda-cd", "0", "--quiet", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["method"] == "sscq" and report["bits"] == 16 and report["map"] is not None
+    assert 0 < report["map_at_1000"] <= 1
+    assert "loss_cd" not in report["history"][0] and "loss_icz" in report["history"][0]
+    assert "SSCQ" in capsys.readouterr().out
+
+
+def test_training_never_sees_labels():
+    assert create("sscq").supervised is False
