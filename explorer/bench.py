@@ -233,7 +233,11 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
     """
     say = progress or (lambda msg: None)
     deep = [m for m in methods.available() if m not in CLASSIC] if deep_methods is None else list(deep_methods)
-    details: dict = {}
+    import faiss
+    import torch
+    details: dict = {"threads": {"torch": torch.get_num_threads(), "faiss": faiss.omp_get_max_threads()},
+                     # other processes competing for the cores skew multi-threaded ratios: record the load
+                     "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     say("PQ fit and encode vs faiss ...")
     details["pq_vs_faiss"] = pq_vs_faiss(n=5_000 if quick else 100_000, repeats=1 if quick else 3)
     say("hook overhead ...")
@@ -252,6 +256,7 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
         details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000, repeats=1 if quick else 3)
         for name, value in details["encode_vs_pq"].items():
             result[f"{name}_encode_vs_pq"] = value.get("ratio")
+    details["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["quick"] = quick
     result["details"] = details
     return result

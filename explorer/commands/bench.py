@@ -35,6 +35,9 @@ def run(args) -> int:
     for name, info in d.get("encode_vs_pq", {}).items():
         if "error" in info:
             print(f"{name}: {info['error']}")
+    th, load = d["threads"], d.get("load_average_before")
+    print(f"(threads: torch {th['torch']}, faiss {th['faiss']}"
+          + (f"; load average {load[0]:.1f} before, {d['load_average_after'][0]:.1f} after" if load else "") + ")")
     if args.quick:
         print("(--quick: small sizes, not the reported figures)")
     if args.json:
