@@ -10,7 +10,7 @@ from .. import methods
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
-from ._common import add_data_arguments, load_dataset
+from ._common import add_data_arguments, fall_back_device, load_dataset
 
 HELP = "train a grid of methods × code lengths and compare recall with faiss PQ, OPQ, RQ and LSQ"
 
@@ -84,6 +84,7 @@ def run(args) -> int:
             raise InvalidParameter(f"cannot write {path}: folder {Path(path).parent} does not exist")
     overrides = {k: v for k, v in {"n_iter": args.n_iter, "epochs": args.epochs, "device": args.device}.items()
                  if v is not None}
+    overrides = fall_back_device(overrides, "pqx sweep")
     ds = load_dataset(args)
     show = (lambda event: _print_row(event.row)) if not args.quiet else None
     if show:
