@@ -15,7 +15,10 @@ far below. The verdict carries its reason as a sentence, so a view can show *why
 
 Subspaces whose data hold fewer distinct sub-vectors than K (the constant border pixels of
 digits, say) cannot use every codeword; pass ``n_distinct`` to measure them against what
-their data allow instead of against K.
+their data allow instead of against K. Supervised methods whose codes follow the classes (DPQ,
+FPPQ: one codeword per class and subspace) are measured the same way against the class count
+(``Quantizer.usable_codewords``): 10 digit classes on 10 of 256 codewords is their design, not a
+collapse, while all classes on 2 codewords still is one.
 """
 from __future__ import annotations
 

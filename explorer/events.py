@@ -49,7 +49,12 @@ class _Event:
 
 @dataclass(frozen=True)
 class FitStarted(_Event):
-    """Training began: ``method`` name, its ``params`` and the data shape (n_samples × dim)."""
+    """Training began: ``method`` name, its ``params`` and the data shape (n_samples × dim).
+
+    usable_codewords: the most codewords per subspace the method can be expected to use, when
+    that is fewer than K — the number of classes for supervised methods whose codes follow the
+    classes (DPQ, FPPQ); None otherwise. Collapse views judge usage against it.
+    """
 
     method: str
     params: dict
@@ -57,6 +62,7 @@ class FitStarted(_Event):
     dim: int
     n_subspaces: int
     n_codewords: int
+    usable_codewords: int | None = None
     kind = "fit_started"
 
 

@@ -44,10 +44,12 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None) -> dict:
         out["recall_at"] = {str(r): None for r in RECALL_AT}
         out["map"] = None
     usage = diagnostics.usage_histogram(codes, quantizer.n_codewords)
+    usable = quantizer.usable_codewords(ds.labels)
     out["usage"] = usage
     out["perplexity"] = diagnostics.perplexity(usage)
     out["dead_codes"] = diagnostics.dead_codes(usage)
-    out["collapsed"] = diagnostics.collapsed_mask(usage)
+    out["collapsed"] = diagnostics.collapsed_mask(
+        usage, n_distinct=None if usable is None else np.full(len(usage), usable))
     out["codes"] = codes
     return out
 

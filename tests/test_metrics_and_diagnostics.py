@@ -56,3 +56,20 @@ def test_detector_rules_on_synthetic_usage():
     two = np.r_[[800, 800], np.zeros(K - 2)][None, :]
     assert diagnostics.detect_collapse(two)[0].collapsed
     assert not diagnostics.detect_collapse(two, n_distinct=np.array([2]))[0].collapsed
+
+
+def test_codes_that_follow_classes_are_judged_against_the_class_count(digits):
+    """FPPQ puts each class on one codeword per subspace: 10 of 256 codewords is its design.
+    The report measures it against the 10 classes; piling all classes on 2 codewords still fires."""
+    from explorer.methods import get
+    assert get("fppq").codes_follow_classes and get("dpq").codes_follow_classes
+    assert not get("pq").codes_follow_classes and not get("sscq").codes_follow_classes
+    fppq = create("fppq", epochs=1, random_state=0)
+    assert fppq.usable_codewords(digits.labels) == 10 and create("pq").usable_codewords(digits.labels) is None
+    ten = np.zeros((1, 256), dtype=int)
+    ten[0, :10] = 160
+    two = np.zeros((1, 256), dtype=int)
+    two[0, :2] = 800
+    assert diagnostics.detect_collapse(ten)[0].collapsed  # against K it looks collapsed
+    assert not diagnostics.detect_collapse(ten, n_distinct=np.array([10]))[0].collapsed
+    assert diagnostics.detect_collapse(two, n_distinct=np.array([10]))[0].collapsed

@@ -2,22 +2,48 @@
 vectors to an embedding of ``embedding_dim`` = D dimensions split into M sub-vectors, trained
 by mini-batch epochs; ``transform`` runs the model in eval mode, in batches.
 
-A method subclasses :class:`DeepQuantizer`, builds its network in ``_build_model`` (store it as
-``self.model_``; its ``embed(x)`` method must return the (b, D) embedding in which ``codebooks_``
-live) and writes its own epoch loop in ``_fit`` using :meth:`_prepare` and :meth:`_batches`;
-its ``cli_options`` start with :data:`DEEP_OPTIONS`, the flags every deep method shares. Inputs are standardised with one scalar mean and scale
-measured on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and
-Fashion-MNIST (0–1) reach the network on the same footing.
+A method subclasses :class:`DeepQuantizer`, builds its network (store it as ``self.model_``; its
+``embed(x)`` method must return the (b, D) embedding in which ``codebooks_`` live; FPPQ and SSCQ
+build it in ``_make_model``, see below) and writes its own epoch loop in ``_fit`` using
+:meth:`_prepare` and :meth:`_batches`; its ``cli_options`` start with :data:`DEEP_OPTIONS`, the
+flags every deep method shares. Inputs are standardised with one scalar mean and scale measured
+on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and Fashion-MNIST
+(0–1) reach the network on the same footing.
+
+Checkpoints (``pqx train --checkpoint/--resume``, ``fit(X, resume=state)``) are handled here once
+for every deep method. A method opts in with three things:
+
+1. ``supports_checkpoint = True`` and, in ``checkpoint_attrs``, the fitted arrays the network
+   cannot be rebuilt without (DPQ: ``("classes_",)``; leave ``codebooks_`` out where it is a
+   property computed from the model);
+2. ``_make_model(dim, gen)``, returning its network for inputs of ``dim`` features, built from
+   the parameters and fitted attributes alone (``_fit`` builds it the same way, so the seeded
+   RNGs are consumed identically in a fresh and a resumed fit);
+3. in ``_fit``, once the model, optimizer and LR scheduler exist, ``start =
+   self._resume_training(optimizer, scheduler)`` and the epoch loop ``for epoch in range(start
+   + 1, self.epochs + 1)``. Fresh fits get 0; a resumed fit gets the checkpoint's step with the
+   model, optimizer, scheduler, ``history_`` and every RNG (the torch generator of batches and
+   augmentations, numpy's, torch's global one for init and dropout) as they were after it.
+
+The checkpoint's ``extra`` then holds ``model``, ``optimizer`` and ``scheduler``
+(``state_dict()`` copies on the CPU, so later training cannot change a state already taken),
+``input`` (the standardisation and image shape) and ``history``. A method with more training
+state (FPPQ: its PQ labels and phase) extends :meth:`_extra_state` / :meth:`_load_extra_state`;
+one with fitted attributes derived from the network (DPQ's ``centroids_``, ``classifier_``)
+refreshes them in ``_load_extra_state`` after calling ``super()``.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
+from torch import nn
 
 from ..backbones import BACKBONES, infer_image_shape
 from ..errors import InvalidParameter
 from ..validation import check_float, check_int
-from .base import Option, Quantizer
+from .base import Option, Quantizer, resolve_device
 
 DEEP_OPTIONS = (
     Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
@@ -25,6 +51,21 @@ DEEP_OPTIONS = (
     Option("--lr", "lr", "learning rate (deep methods)", type=float),
     Option("--backbone", "backbone", "auto, cnn, mlp or linear (deep methods)", type=str),
 )
+
+
+def state_copy(obj):
+    """A copy of a (nested) ``state_dict()`` with every tensor detached and cloned to the CPU.
+
+    Module and optimizer state dicts hold the live tensors that training updates in place; a
+    checkpoint taken mid-fit must not follow them. Plain values are deep-copied.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: state_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(state_copy(v) for v in obj)
+    return copy.deepcopy(obj)
 
 
 class DeepQuantizer(Quantizer):
@@ -72,6 +113,101 @@ class DeepQuantizer(Quantizer):
         stop = n - (n % bs) if drop_last and n >= bs else n
         for start in range(0, stop, bs):
             yield order[start:start + bs].to(self.device_)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _make_model(self, dim: int, gen: torch.Generator) -> nn.Module:
+        """The method's network for inputs of ``dim`` features, on ``device_`` (checkpointing methods define it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _make_model to support checkpoints")
+
+    def _resume_training(self, optimizer: torch.optim.Optimizer | None, scheduler=None) -> int:
+        """Epochs already trained: 0 for a fresh fit; when resuming, the checkpoint's step.
+
+        Registers ``optimizer`` and ``scheduler`` (an LR scheduler or None) as the ones
+        :meth:`state_dict` saves from now on. When resuming, loads the checkpoint's model,
+        optimizer, scheduler and ``history_`` into them, then its RNG states; the checkpoint is
+        consumed, so a later call in the same fit (FPPQ's second phase) starts fresh. Call it
+        right before the epoch loop, after everything that draws from the seeded generators.
+        """
+        self._optimizer, self._scheduler = optimizer, scheduler
+        if getattr(self, "_resume_state", None) is None:
+            return 0
+        start = self._resume_from()  # arrays, then _load_extra_state
+        self._restore_rngs()
+        self._resume_state = None
+        return start
+
+    def _extra_state(self) -> dict:
+        """Model, optimizer and LR-scheduler ``state_dict()`` (CPU copies), input standardisation, ``history_``."""
+        history = getattr(self, "history_", None)
+        return {"model": state_copy(self.model_.state_dict()), **self._training_states(),
+                "input": {"mean": float(self.input_mean_), "scale": float(self.input_scale_),
+                          "image_shape": None if self.image_shape_ is None else tuple(self.image_shape_)},
+                "history": None if history is None else copy.deepcopy(list(history))}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        """Restore :meth:`_extra_state`: the network (built by :meth:`_make_model` when there is
+        none yet), and the registered optimizer and scheduler when resuming."""
+        self.input_mean_, self.input_scale_ = float(extra["input"]["mean"]), float(extra["input"]["scale"])
+        shape = extra["input"]["image_shape"]
+        self.image_shape_ = None if shape is None else tuple(int(v) for v in shape)
+        if getattr(self, "model_", None) is None:
+            with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+                self.model_ = self._make_model(int(self.dim_), torch.Generator()).to(self.device_)
+        self.model_.load_state_dict(extra["model"])
+        for live, key in ((getattr(self, "_optimizer", None), "optimizer"), (getattr(self, "_scheduler", None), "scheduler")):
+            if live is not None and extra.get(key) is not None:
+                live.load_state_dict(state_copy(extra[key]))
+        if extra.get("history") is not None:
+            self.history_ = copy.deepcopy(list(extra["history"]))
+
+    def load_state_dict(self, state: dict) -> "DeepQuantizer":
+        """Rebuild the trained network of a :meth:`state_dict` (a usable model, in eval mode); return self.
+
+        The parameters must be those the checkpoint was trained with (they shape the network).
+        The optimizer, scheduler and RNG states are kept too, so ``state_dict()`` of the loaded
+        model can still resume the training.
+        """
+        super().load_state_dict(state)
+        self._data_digest = dict(state["data"])
+        self._check_resumable(state)  # same method and parameters (the data is the checkpoint's own)
+        self.device_ = resolve_device(self.device)
+        self.model_, self._optimizer, self._scheduler = None, None, None
+        self._load_extra_state(state["extra"])
+        self.model_.eval()
+        self._after_fit = state_copy({"optimizer": state["extra"].get("optimizer"),
+                                      "scheduler": state["extra"].get("scheduler"), "rng": state["rng"]})
+        return self
+
+    def fit(self, X, y=None, **kwargs) -> "DeepQuantizer":
+        """As :meth:`Quantizer.fit`. When it returns, the model keeps copies of the optimizer,
+        scheduler and RNG states instead of the objects (a scheduler's lambda does not pickle,
+        and the global RNG is the caller's again), so ``state_dict()`` taken after a stopped
+        fit — the dashboard's Stop — still resumes it exactly."""
+        previous, self._after_fit = getattr(self, "_after_fit", None), None
+        self._optimizer = self._scheduler = None
+        try:
+            return super().fit(X, y, **kwargs)
+        finally:
+            if self.supports_checkpoint and self._optimizer is not None:  # this fit reached its training loop
+                self._after_fit = {**self._training_states(), "rng": self._rng_states()}
+            else:  # refused before training (bad input): the previous model and its states stand
+                self._after_fit = previous
+            self._optimizer = self._scheduler = None
+
+    def _training_states(self) -> dict:
+        """CPU copies of the registered optimizer's and scheduler's ``state_dict()``: live during
+        a fit, the copies taken when it ended afterwards."""
+        if getattr(self, "_run", None) is None and getattr(self, "_after_fit", None) is not None:
+            return {k: state_copy(self._after_fit[k]) for k in ("optimizer", "scheduler")}
+        opt, sched = getattr(self, "_optimizer", None), getattr(self, "_scheduler", None)
+        return {"optimizer": None if opt is None else state_copy(opt.state_dict()),
+                "scheduler": None if sched is None else state_copy(sched.state_dict())}
+
+    def _rng_states(self) -> dict:
+        """As :meth:`Quantizer._rng_states` during a fit; after it, the states the fit ended with."""
+        if getattr(self, "_run", None) is None and getattr(self, "_after_fit", None) is not None:
+            return state_copy(self._after_fit["rng"])
+        return super()._rng_states()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

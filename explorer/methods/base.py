@@ -78,6 +78,8 @@ class Quantizer:
       title / paper: human-readable name and citation, shown in views and reports.
       supervised: ``fit`` requires class labels ``y``.
       has_soft_codes: steps report ``soft_hard`` (the soft-vs-hard view plots it).
+      codes_follow_classes: a supervised method whose codes converge to one codeword per class
+        and subspace (DPQ, FPPQ); codebook health is then judged against the number of classes.
       cli_options: the method's own CLI flags (:class:`Option`).
     """
 
@@ -86,6 +88,7 @@ class Quantizer:
     paper: ClassVar[str] = ""
     supervised: ClassVar[bool] = False
     has_soft_codes: ClassVar[bool] = False
+    codes_follow_classes: ClassVar[bool] = False
     cli_options: ClassVar[tuple[Option, ...]] = ()
     supports_checkpoint: ClassVar[bool] = False
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
@@ -175,7 +178,8 @@ class Quantizer:
         self._run = run
         if run.observed:
             run.emit(FitStarted(method=self.name, params=self.get_params(), n_samples=X.shape[0], dim=X.shape[1],
-                                n_subspaces=self.n_subspaces, n_codewords=self.n_codewords))
+                                n_subspaces=self.n_subspaces, n_codewords=self.n_codewords,
+                                usable_codewords=self.usable_codewords(y)))
         t0 = time.perf_counter()
         try:
             self._fit(X, y, run)
@@ -193,6 +197,14 @@ class Quantizer:
                                  metrics=self._final_metrics(X, y)))
         self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
+
+    def usable_codewords(self, y: np.ndarray | None) -> int | None:
+        """Codewords per subspace this method can be expected to use on labels ``y``, when fewer
+        than K: the class count for ``codes_follow_classes`` methods; None otherwise."""
+        if not self.codes_follow_classes or y is None:
+            return None
+        n_classes = int(len(np.unique(y)))
+        return n_classes if n_classes < self.n_codewords else None
 
     def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
         """Check hyper-parameters against the data; methods with an embedding override the dim check."""
@@ -223,23 +235,29 @@ class Quantizer:
         step just reported. Methods opt in with ``supports_checkpoint = True``.
         """
         if not self.supports_checkpoint:
+            from . import available, get
+            supported = ", ".join(n for n in available() if get(n).supports_checkpoint)
             raise InvalidParameter(f"method {self.name!r} does not support checkpoints yet; "
-                                   "train without --checkpoint/--resume (PQ and OPQ support them)")
+                                   f"train without --checkpoint/--resume ({supported} support them)")
         self._check_fitted()
-        gen, rng = getattr(self, "_rngs", (None, None))
         return {
             "method": self.name,
             "params": {k: v for k, v in self.get_params().items() if k != "device"},
             "step": self.current_step,
             "data": dict(self._data_digest),
             "arrays": {a: np.array(getattr(self, a), copy=True) for a in self.checkpoint_attrs if hasattr(self, a)},
-            "rng": {"numpy": None if rng is None else rng.bit_generator.state,
-                    "torch": None if gen is None else gen.get_state().clone(),
-                    "torch_global": torch.get_rng_state().clone(),
-                    # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
-                    "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None},
+            "rng": self._rng_states(),
             "extra": self._extra_state(),
         }
+
+    def _rng_states(self) -> dict:
+        """The ``rng`` entry of :meth:`state_dict`: states of :meth:`_generators`' pair and of torch's global RNGs."""
+        gen, rng = getattr(self, "_rngs", (None, None))
+        return {"numpy": None if rng is None else rng.bit_generator.state,
+                "torch": None if gen is None else gen.get_state().clone(),
+                "torch_global": torch.get_rng_state().clone(),
+                # CUDA's generators drive dropout & co. of torch methods on a GPU; only read when in use
+                "torch_cuda": [t.clone() for t in torch.cuda.get_rng_state_all()] if torch.cuda.is_initialized() else None}
 
     def load_state_dict(self, state: dict) -> "Quantizer":
         """Restore the fitted attributes of a :meth:`state_dict` (a usable model); return self.

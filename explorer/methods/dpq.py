@@ -155,7 +155,10 @@ class DPQ(DeepQuantizer):
     title = "Deep product quantization"
     paper = "Klein & Wolf, In Defense of Product Quantization (CVPR 2019)"
     supervised = True
+    codes_follow_classes = True
     has_soft_codes = True
+    supports_checkpoint = True
+    checkpoint_attrs = ("classes_",)  # codebooks_ is a property of the network's centroids
     cli_options = DEEP_OPTIONS + (
         Option("--no-gini", "gini", "turn both Gini regularisers off", const=False),
         Option("--no-jcl", "jcl", "turn the Joint Central Loss off (weight 0)", const=0.0),
@@ -237,13 +240,19 @@ class DPQ(DeepQuantizer):
             "gini_sample": -p.pow(2).sum(-1).mean(),  # Eq. 7, averaged over samples and subspaces
         }
 
+    def _make_model(self, dim: int, gen: torch.Generator) -> DPQNet:
+        return self._build_model(dim, len(self.classes_), gen)
+
+    def _load_extra_state(self, extra) -> None:
+        super()._load_extra_state(extra)
+        self._set_codebooks()  # centroids_ and classifier_ come from the network
+
     def _fit(self, X, y, run) -> None:
         gen, _ = self._generators()
         Xt = self._prepare(X)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         yt = torch.from_numpy(y_idx.astype(np.int64)).to(self.device_)
-        self.model_ = self._build_model(X.shape[1], len(self.classes_), gen)
-        model = self.model_
+        self.model_ = model = self._make_model(X.shape[1], gen)
         decay = list(model.backbone.parameters())
         rest = [q for n_, q in model.named_parameters() if not n_.startswith("backbone.")]
         opt = torch.optim.Adam([{"params": decay, "weight_decay": float(self.weight_decay)},
@@ -251,7 +260,8 @@ class DPQ(DeepQuantizer):
         weights = self._weights()
         active = [t for t in LOSS_TERMS if weights[t] > 0]
         K = self.n_codewords
-        for epoch in range(1, self.epochs + 1):
+        start = self._resume_training(opt)  # 0, or the checkpoint's epoch with its full training state
+        for epoch in range(start + 1, self.epochs + 1):
             model.train()
             sums = dict.fromkeys(active + ["total"], 0.0)
             usage = np.zeros((self.n_subspaces, K), dtype=np.int64)

@@ -31,6 +31,7 @@ so only asymmetric distances differ; the paper reports the difference as negligi
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass
@@ -350,14 +351,24 @@ class FPPQ(DeepQuantizer):
     incomplete batch is dropped, so counts sum to slightly less than n.
 
     Fitted attributes: ``codebooks_`` (M, K, D/M) float32 unit codewords; ``labels_`` a
-    :class:`LabelResult`; ``class_codes_`` (C, M) the labels; ``history_`` per-epoch dicts.
+    :class:`LabelResult`; ``class_codes_`` (C, M) the labels; ``n_classes_`` C; ``history_``
+    per-epoch dicts.
+
+    Stop and checkpoints: a stop requested during pre-training ends the fit after that
+    pre-training epoch, before the labels are made (no ``labels_`` then; ``codebooks_`` are the
+    untrained branch weights); its checkpoint (step 0, phase "pretrain") resumes the pre-training.
+    A checkpoint taken in the training phase holds the labels, so a resumed fit neither
+    pre-trains nor makes labels again. Either way the resumed fit ends with the codes of an
+    uninterrupted one with the same seed (bit-identical on CPU).
     """
 
     name = "fppq"
     title = "FPPQ (class-level PQ labels)"
     paper = "Liang, Zhang, Li & Wang, NeurIPS 2023"
     supervised = True
+    codes_follow_classes = True
     has_soft_codes = False
+    supports_checkpoint = True  # model, Adam, LR schedule, epoch, RNGs, plus phase and PQ labels
     cli_options = DEEP_OPTIONS + (
         Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
         Option("--margin", "margin", "the margin m (FPPQ: 0.2)", type=float),
@@ -448,39 +459,62 @@ class FPPQ(DeepQuantizer):
         finally:
             self.segment_normalize = was
 
+    def _make_model(self, dim: int, gen: torch.Generator) -> FPPQNet:
+        backbone = make_backbone(self.backbone, dim, self.embedding_dim, self.image_shape_)
+        return FPPQNet(backbone, self.embedding_dim, self.n_subspaces, self.n_codewords, self.n_classes_,
+                       self.segment_normalize).to(self.device_)
+
     def _fit(self, X, y, run):
         gen, _ = self._generators()
         Xt = self._prepare(X)
         classes, y_idx = np.unique(y, return_inverse=True)
-        M, K, D = self.n_subspaces, self.n_codewords, self.embedding_dim
-        backbone = make_backbone(self.backbone, X.shape[1], D, self.image_shape_)
-        self.model_ = FPPQNet(backbone, D, M, K, len(classes), self.segment_normalize).to(self.device_)
+        M, K = self.n_subspaces, self.n_codewords
+        self.n_classes_ = len(classes)
+        for stale in ("labels_", "class_codes_"):
+            self.__dict__.pop(stale, None)
+        self.history_ = []
+        self.model_ = self._make_model(X.shape[1], gen)
         self.codebooks_ = self.model_.codebooks().detach().cpu().numpy()
         yt = torch.from_numpy(y_idx.astype(np.int64)).to(self.device_)
+        # A checkpoint is in phase "pretrain" (epochs of L_cls done, no labels yet) or "train" (labels made).
+        self._phase, self._pretrain_epochs_done = "pretrain", 0
+        resume = getattr(self, "_resume_state", None)
+        if resume is None or resume["extra"]["phase"] == "pretrain":
+            # Pre-training: the paper's labels come from a pre-trained model's features (Sec. 4.2).
+            opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
+            self._resume_training(opt)  # resuming here restores the pre-training epochs done
+            for epoch in range(self._pretrain_epochs_done + 1, self.pretrain_epochs + 1):
+                self.model_.train()
+                total = 0.0
+                n_batches = 0
+                for idx in self._batches(len(Xt), gen):
+                    loss, *_ = self._loss(Xt[idx], None, yt[idx], with_pq=False)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item()
+                    n_batches += 1
+                self._pretrain_epochs_done = epoch
+                run.note("pretrain", f"pre-training epoch {epoch}/{self.pretrain_epochs}: L_cls {total / max(1, n_batches):.4f}",
+                         epoch=epoch, cls=total / max(1, n_batches))
+                if run.stop_requested():
+                    # stop here, before the labels: a checkpoint of this state resumes the pre-training
+                    # exactly; the model is usable (codes from the untrained branch weights)
+                    self.model_.eval()
+                    return
+
+            # Class-level PQ labels (Algorithm 1, lines 2–3).
+            F = self._label_features(X, Xt)
+            self.labels_ = make_pq_labels(F, y, M, K, source=self.label_source,
+                                          fallback_duplicate_rate=self.fallback_duplicate_rate,
+                                          random_state=int(self.random_state or 0))
+
+        # Training with L = L_cls + L_pq (Algorithm 1, lines 4–8); lr decays linearly to 0.
+        self._phase = "train"
         opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
-
-        # Pre-training: the paper's labels come from a pre-trained model's features (Sec. 4.2).
-        for epoch in range(1, self.pretrain_epochs + 1):
-            self.model_.train()
-            total = 0.0
-            n_batches = 0
-            for idx in self._batches(len(Xt), gen):
-                loss, *_ = self._loss(Xt[idx], None, yt[idx], with_pq=False)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                n_batches += 1
-            run.note("pretrain", f"pre-training epoch {epoch}/{self.pretrain_epochs}: L_cls {total / max(1, n_batches):.4f}",
-                     epoch=epoch, cls=total / max(1, n_batches))
-            if run.stop_requested():
-                break
-
-        # Class-level PQ labels (Algorithm 1, lines 2–3).
-        F = self._label_features(X, Xt)
-        self.labels_ = make_pq_labels(F, y, M, K, source=self.label_source,
-                                      fallback_duplicate_rate=self.fallback_duplicate_rate,
-                                      random_state=int(self.random_state or 0))
+        n_batches = max(1, len(Xt) // min(self.batch_size, len(Xt)))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / (self.epochs * n_batches)))
+        start = self._resume_training(opt, sched)  # resuming in this phase also restores the labels
         self.class_codes_ = self.labels_.codes
         s = self.labels_.summary()
         run.note("labels", f"{s['n_classes']} classes, labels from {s['source']}"
@@ -488,13 +522,7 @@ class FPPQ(DeepQuantizer):
                  f"({s['duplicate_rate_before']:.1%}) before, {s['duplicates_after']} after, {s['moved']} moved",
                  classes_per_codeword=self.labels_.classes_per_codeword(K), **s)
         target_pq = torch.from_numpy(self.labels_.codes[y_idx]).to(self.device_)  # (n, M)
-
-        # Training with L = L_cls + L_pq (Algorithm 1, lines 4–8); lr decays linearly to 0.
-        opt = torch.optim.Adam(self.model_.parameters(), lr=self.lr)
-        n_batches = max(1, len(Xt) // min(self.batch_size, len(Xt)))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1.0 - i / (self.epochs * n_batches)))
-        self.history_ = []
-        for epoch in range(1, self.epochs + 1):
+        for epoch in range(start + 1, self.epochs + 1):
             self.model_.train()
             sums = np.zeros(3)
             seen_rows, seen_codes = [], []
@@ -521,6 +549,23 @@ class FPPQ(DeepQuantizer):
             if not run.step(epoch, losses, n_codewords=K, codes=codes, sample=lambda: self._sample(X)):
                 break
         self.model_.eval()
+
+    # ----------------------------------------------------------------- checkpoints
+    def _extra_state(self) -> dict:
+        """The deep-method state plus FPPQ's own: the phase ("pretrain" with ``pretrain_epochs_done``,
+        or "train"), the number of classes C and the PQ labels (:class:`LabelResult` as a dict)."""
+        labels = getattr(self, "labels_", None)
+        return {**super()._extra_state(), "phase": self._phase, "pretrain_epochs_done": int(self._pretrain_epochs_done),
+                "n_classes": int(self.n_classes_), "labels": None if labels is None else dataclasses.asdict(labels)}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        self._phase, self._pretrain_epochs_done = extra["phase"], int(extra["pretrain_epochs_done"])
+        self.n_classes_ = int(extra["n_classes"])  # before the network is built: its class head has C rows
+        if extra["labels"] is not None:
+            self.labels_ = LabelResult(**{k: np.array(v, copy=True) if isinstance(v, np.ndarray) else v
+                                          for k, v in extra["labels"].items()})
+            self.class_codes_ = self.labels_.codes
+        super()._load_extra_state(extra)
 
     def _sample(self, X: np.ndarray, size: int = 300):
         """EmbeddingSample of ``size`` fixed rows of X, embedding only those rows."""
@@ -562,6 +607,8 @@ class FPPQ(DeepQuantizer):
         quotes), ``duplicate_rate_after`` (0 unless K^M is too small), ``label_generation``
         (:meth:`LabelResult.summary`) and ``map_symmetric`` (mAP@all with Eq. 9 search; the base
         report's ``map`` is mAP@all with the asymmetric search of Eq. 10)."""
+        if getattr(self, "labels_", None) is None:  # stopped during pre-training: no labels yet
+            return {"duplicate_rate": None, "duplicate_rate_after": None, "label_generation": None, "map_symmetric": None}
         out = {"duplicate_rate": self.labels_.duplicate_rate_before,
                "duplicate_rate_after": self.labels_.duplicate_rate_after,
                "label_generation": self.labels_.summary(), "map_symmetric": None}

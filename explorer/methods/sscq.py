@@ -218,6 +218,7 @@ class SSCQ(DeepQuantizer):
     paper = "Zhang, Liwicki & Cipolla, BMVC 2022"
     supervised = False
     has_soft_codes = True
+    supports_checkpoint = True  # model, Adam, warm-up/cosine schedule, epoch, RNGs (see _deep.py)
     cli_options = DEEP_OPTIONS + (
         Option("--lambda-cd", "lambda_cd", "codeword-diversity weight λ_cd (default 0.2; 0 = off)", type=float),
         Option("--lambda-pn", "lambda_pn", "part-neighbour weight λ_pn (default 0.1; 0 = off)", type=float),
@@ -306,19 +307,24 @@ class SSCQ(DeepQuantizer):
             terms["cd"] = codeword_diversity(logits, self.tau_sq)
         return terms
 
+    def _make_model(self, dim: int, gen: torch.Generator) -> SSCQNet:
+        M, D = self.n_subspaces, self._embedding_size()
+        net = make_backbone(self.backbone, dim, D, self.image_shape_)
+        return SSCQNet(net, M, self.n_codewords, D // M, gen).to(self.device_)
+
     def _fit(self, X, y, run):
         gen, _ = self._generators()
         Xt = self._prepare(X)
-        M, K, D = self.n_subspaces, self.n_codewords, self._embedding_size()
-        net = make_backbone(self.backbone, X.shape[1], D, self.image_shape_)
-        self.model_ = model = SSCQNet(net, M, K, D // M, gen).to(self.device_)
+        M, K = self.n_subspaces, self.n_codewords
+        self.model_ = model = self._make_model(X.shape[1], gen)
         weights = {t: float(getattr(self, f"lambda_{t}")) for t in LOSS_TERMS}
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps_per_epoch = max(1, len(Xt) // min(self.batch_size, len(Xt)))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
         self.codebooks_ = model.codebooks().detach().cpu().numpy()
         self.history_ = []
-        for epoch in range(1, self.epochs + 1):
+        start = self._resume_training(opt, sched)  # 0, or the checkpoint's epoch with its full training state
+        for epoch in range(start + 1, self.epochs + 1):
             model.train()
             sums = dict.fromkeys(["total", *[t for t in LOSS_TERMS if weights[t]]], 0.0)
             usage = torch.zeros(M * K, dtype=torch.int64)

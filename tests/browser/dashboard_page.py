@@ -1,0 +1,69 @@
+"""Reading and driving a rendered dashboard in a Playwright page (JupyterLab or Voila)."""
+from __future__ import annotations
+
+import json
+
+# First usage histogram's bar heights (plotly keeps trace data on the graph div: gd.data).
+BARS_JS = """() => {
+  const gd = document.querySelector('.pqx-usage .js-plotly-plot');
+  if (!gd || !gd.data || !gd.data.length) return null;
+  const y = gd.data[0].y;
+  return y ? Array.from(y) : null;
+}"""
+STATUS_JS = "() => { const s = document.querySelector('.pqx-status'); return s ? s.innerText : ''; }"
+
+
+def bars(page):
+    return page.evaluate(BARS_JS)
+
+
+def status(page) -> str:
+    return page.evaluate(STATUS_JS)
+
+
+def wait_status(page, text: str, timeout_ms: int) -> str:
+    page.wait_for_function(f"() => ({STATUS_JS})().includes({json.dumps(text)})", timeout=timeout_ms)
+    return status(page)
+
+
+def wait_bars_change(page, previous, timeout_ms: int):
+    """Wait for a complete histogram (same length and total as ``previous``) that differs from it."""
+    check = f"""(prev) => {{
+      const b = ({BARS_JS})();
+      const sum = (a) => a.reduce((x, y) => x + y, 0);
+      return b !== null && b.length === prev.length && sum(b) === sum(prev)
+             && JSON.stringify(b) !== JSON.stringify(prev);
+    }}"""
+    page.wait_for_function(check, arg=previous, timeout=timeout_ms)
+    return bars(page)
+
+
+def start_and_watch(page, artifacts, name: str) -> None:
+    """Ask for a long run, press Start, see the bars change, press Stop, see training stop.
+
+    Screenshots go to ``artifacts``. The run is made long (300 paced iterations, ~90 s) by typing
+    in the iterations field as a person would, so Stop always lands while it is training.
+    """
+    steps = page.locator(".pqx-dashboard .widget-text", has_text="iterations").locator("input")
+    steps.fill("300")
+    steps.press("Enter")
+    page.locator(".pqx-dashboard button", has_text="Start").click()
+    before = bars(page)  # the notebook's own finished fit
+    assert before and len(before) == 256 and sum(before) > 0, f"no usage bars drawn: {before!r}"
+    wait_status(page, "Training pq: step", 20_000)
+    assert "/300" in status(page)
+    first = wait_bars_change(page, before, 15_000)  # the live run's first drawn step
+    second = wait_bars_change(page, first, 15_000)  # ...and a later one
+    # the same training vectors, moved between codewords
+    assert second != first and sum(second) == sum(first), (sum(first), sum(second), status(page))
+    page.locator(".pqx-usage").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / f"{name}-live.png"), full_page=False)
+
+    page.locator(".pqx-dashboard button", has_text="Stop").click()
+    text = wait_status(page, "The model is dash.model", 30_000)  # final line, after recall is measured
+    assert text.startswith("Stopped at step ") and int(text.split()[3]) < 300, text
+    stopped = bars(page)
+    page.wait_for_timeout(1500)  # several paced steps' worth of time: nothing may move now
+    assert bars(page) == stopped
+    assert status(page) == text
+    page.screenshot(path=str(artifacts / f"{name}-stopped.png"), full_page=True)

@@ -1,0 +1,449 @@
+"""The dashboard: controls, Start / Stop, a status line, an error area, and every view.
+
+``Dashboard(method="pq", data="digits", **params)`` builds the controls from the method
+registry, so a newly registered method appears in the dropdown with its own knobs (read from
+its ``__init__`` signature, with its ``cli_options`` help as tooltips) without editing this file.
+
+Threading: Start trains in a ``threading.Thread`` with a :class:`~explorer.events.StopSignal`;
+the kernel stays free. Every event is *observed* by every view (cheap bookkeeping, so line plots
+keep every step) and the views are *redrawn* through :class:`~explorer.events.Throttle`, a few
+times a second. Stop ends training at the next step and keeps the model in ``dash.model``.
+After each finished fit the recall-vs-bits view gets the model's row (from
+:func:`explorer.report.evaluate` on held-out queries) and, once per dataset and K, faiss's PQ and
+OPQ reference curves trained on the same base vectors.
+
+``pace`` (seconds per step, live runs only) is a slow-motion setting for watching: digits is so
+small that k-means settles in a fraction of a second. Programmatic fits (``dash.fit()``) run at
+full speed and are deterministic, so notebooks can run under nbval.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import html
+import os
+import inspect
+import threading
+import time
+import traceback
+
+import ipywidgets as ipw
+import numpy as np
+
+from explorer import data as datasets
+from explorer import methods
+from explorer.events import FitStarted, Step, StopSignal, Throttle
+from explorer.metrics import mean_average_precision, recalls
+from explorer.report import RECALL_AT, evaluate
+
+from .collapse import CollapseView
+from .embedding import EmbeddingView
+from .losses import LossView
+from .recall_bits import RecallBitsView
+from .soft_hard import SoftHardView
+from .usage import UsageView
+
+COMMON = ("n_subspaces", "n_codewords", "n_iter", "epochs", "random_state", "device")
+DATASETS = ("digits", "synthetic")
+# faiss OPQ trains 50 rounds: on digits at K=256 that is ~1.3 s at M=4 and ~3.7 s at M=8 on one
+# core, so its curve gets two points; PQ is cheap (~0.1 s each).
+REFERENCE_SUBSPACES = {"pq": (2, 4, 8, 16), "opq": (4, 8)}
+
+
+# --------------------------------------------------------------------------- result rows
+@contextlib.contextmanager
+def _quiet_c_stderr():
+    """Silence C-level stderr: faiss prints "WARNING clustering n points to K centroids" on every
+    k-means call when n < 39·K (digits at K=256), which would flood the notebook's output."""
+    fd = 2  # the C library's stderr, whatever Python's sys.stderr is (ipykernel replaces it)
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def result_row(quantizer, ds, gt=None) -> dict:
+    """The recall-vs-bits row of a fitted quantizer, measured by :func:`explorer.report.evaluate`."""
+    ev = evaluate(quantizer, ds, gt)
+    return {"method": quantizer.name, "bits": int(quantizer.bits), "subspaces": int(quantizer.n_subspaces),
+            "codewords": int(quantizer.n_codewords), "recall_at": ev["recall_at"], "map": ev["map"],
+            "reference": False, "distortion": float(ev["distortion"]), "stopped": bool(getattr(quantizer, "stopped_", False))}
+
+
+def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed: int = 1234) -> list[dict]:
+    """Rows of faiss PQ and OPQ (``explorer.search.faiss_reference``) trained on ``ds.base``.
+
+    One row per kind and M in ``subspaces[kind]`` that divides the dimension; K must be a power
+    of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries.
+    """
+    from explorer.search import faiss_reference
+    base = np.ascontiguousarray(ds.base, dtype=np.float32)
+    queries = np.ascontiguousarray(ds.queries, dtype=np.float32)
+    labelled = ds.labels is not None and ds.query_labels is not None
+    k = len(base) if labelled else max(RECALL_AT)
+    rows = []
+    for kind, ms in subspaces.items():
+        for M in ms:
+            if ds.dim % M:
+                continue
+            with _quiet_c_stderr():
+                index = faiss_reference(kind, base, M, n_codewords, seed=seed)
+            index.add(base)
+            _, ranking = index.search(queries, k)
+            rows.append({"method": f"faiss {kind.upper()}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
+                         "codewords": n_codewords, "recall_at": recalls(ranking, gt, RECALL_AT),
+                         "map": mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
+                         "reference": True})
+    return rows
+
+
+# --------------------------------------------------------------------------- knobs
+def _knob(name: str, default, help_text: str = ""):
+    """An ipywidget editing one hyper-parameter, chosen from its default's type."""
+    style = {"description_width": "initial"}
+    layout = ipw.Layout(width="auto", min_width="170px", margin="2px 12px 2px 0")
+    if isinstance(default, bool):
+        w = ipw.Checkbox(value=default, description=name, indent=False, layout=layout)
+    elif isinstance(default, int):
+        w = ipw.IntText(value=default, description=name, style=style, layout=layout)
+    elif isinstance(default, float):
+        w = ipw.FloatText(value=default, description=name, style=style, layout=layout)
+    else:  # str, None or anything else: typed text, parsed as a Python literal when it is one
+        w = ipw.Text(value="" if default is None else str(default), placeholder="None", description=name,
+                     style=style, layout=layout)
+    w.tooltip = help_text or name
+    return w
+
+
+def _knob_value(widget):
+    if isinstance(widget, ipw.Text):
+        text = widget.value.strip()
+        if text in ("", "None"):
+            return None
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    return widget.value
+
+
+def method_knobs(cls) -> dict:
+    """{param: default} of a method's own hyper-parameters (its ``__init__`` minus the common ones)."""
+    sig = inspect.signature(cls.__init__)
+    return {name: p.default for name, p in sig.parameters.items()
+            if name != "self" and name not in COMMON and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            and p.default is not p.empty}
+
+
+def steps_param(cls) -> str | None:
+    """The parameter counting training steps: ``epochs`` for deep methods, ``n_iter`` for Lloyd-type."""
+    names = cls.param_names()
+    return "epochs" if "epochs" in names else ("n_iter" if "n_iter" in names else None)
+
+
+# --------------------------------------------------------------------------- dashboard
+class Dashboard:
+    """Live training dashboard; display it in a notebook (it is its own widget).
+
+    method, data: initial method name and dataset (a built-in name or a vector file path).
+    params: the method's hyper-parameters (n_subspaces, n_codewords, n_iter or epochs, knobs).
+    pace: slow motion for live runs, seconds per step at least (0 = full speed).
+    interval: seconds between redraws (the throttle). sample_every: steps between embedding samples.
+    n_queries / seed: held-out queries for recall and the seed of split and training.
+    references: draw faiss PQ/OPQ reference curves (trained once per dataset and K, after the first
+        fit); a dict {"pq": (M, ...), "opq": (M, ...)} picks the points (default REFERENCE_SUBSPACES).
+    background_embedding: project embedding samples in a thread (False: in the training thread).
+    """
+
+    def __init__(self, method: str = "pq", data: str = "digits", *, pace: float = 0.0, interval: float = 0.3,
+                 sample_every: int = 5, n_queries: int = 200, seed: int = 0, embedding: str = "t-SNE",
+                 background_embedding: bool = True, references: bool | dict = True, **params):
+        cls = methods.get(method)
+        unknown = [p for p in params if p not in cls.param_names()]
+        if unknown:
+            raise ValueError(f"method {method!r} has no parameter(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(cls.param_names())}")
+        self.pace = float(pace)
+        self.references = references if isinstance(references, dict) else bool(references)
+        self.interval = float(interval)
+        self.n_queries = int(n_queries)
+        self.seed = int(seed)
+        self.model = None
+        self.last_error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = StopSignal()
+        self._wake = threading.Event()
+        self._data_cache: dict = {}
+        self._references_done: set = set()
+        self._lock = threading.Lock()
+        self._last_step = None
+
+        # views
+        self.usage = UsageView(params.get("n_subspaces", 8), params.get("n_codewords", 256))
+        self.collapse = CollapseView(params.get("n_subspaces", 8))
+        self.soft_hard = SoftHardView()
+        self.embedding = EmbeddingView(algorithm=embedding, sample_every=sample_every,
+                                       background=background_embedding)
+        self.recall = RecallBitsView()
+        self.losses = LossView()
+        self.views = {"usage": self.usage, "collapse": self.collapse, "soft_hard": self.soft_hard,
+                      "embedding": self.embedding, "recall": self.recall, "losses": self.losses}
+
+        # controls
+        options = list(DATASETS)
+        if str(data) not in options:
+            options.append(str(data))
+        self.method_w = ipw.Dropdown(options=methods.available(), value=method, description="method",
+                                     style={"description_width": "initial"}, layout=ipw.Layout(width="160px"))
+        self.data_w = ipw.Dropdown(options=options, value=str(data), description="data",
+                                   style={"description_width": "initial"}, layout=ipw.Layout(width="180px"))
+        narrow = {"description_width": "initial"}
+        self.m_w = ipw.IntText(value=params.pop("n_subspaces", 8), description="M", style=narrow,
+                               layout=ipw.Layout(width="110px"))
+        self.k_w = ipw.IntText(value=params.pop("n_codewords", 256), description="K", style=narrow,
+                               layout=ipw.Layout(width="120px"))
+        self.steps_w = ipw.IntText(description="steps", style=narrow, layout=ipw.Layout(width="160px"))
+        self.knobs_box = ipw.HBox(layout=ipw.Layout(flex_flow="row wrap"))
+        self.knobs: dict = {}
+        self.start_w = ipw.Button(description="Start", button_style="success", icon="play")
+        self.stop_w = ipw.Button(description="Stop", button_style="danger", icon="stop")
+        self.status = ipw.HTML("Ready.", _dom_classes=["pqx-status"])
+        self.errors = ipw.HTML("", _dom_classes=["pqx-error"])
+        self._set_method(method, params)
+        self.method_w.observe(lambda change: self._set_method(change["new"], {}), names="value")
+        self.start_w.on_click(lambda button: self.start())
+        self.stop_w.on_click(lambda button: self.stop())
+        self.widget = self._layout()
+
+    # ---------------------------------------------------------------- controls
+    def _set_method(self, name: str, params: dict) -> None:
+        cls = methods.get(name)
+        sp = steps_param(cls)
+        defaults = dict(inspect.signature(cls.__init__).parameters)
+        if sp is not None:
+            self.steps_w.description = "iterations" if sp == "n_iter" else "epochs"
+            self.steps_w.value = int(params.pop(sp, defaults[sp].default))
+            self.steps_w.disabled = False
+        else:
+            self.steps_w.disabled = True
+        helps = {opt.param: opt.help for opt in cls.cli_options}
+        self.knobs = {}
+        for pname, default in method_knobs(cls).items():
+            self.knobs[pname] = _knob(pname, params.get(pname, default), helps.get(pname, ""))
+        self.knobs_box.children = list(self.knobs.values())
+
+    def params(self) -> dict:
+        """The hyper-parameters the controls describe, as keyword arguments of the method."""
+        cls = methods.get(self.method_w.value)
+        out = {"n_subspaces": int(self.m_w.value), "n_codewords": int(self.k_w.value), "random_state": self.seed}
+        sp = steps_param(cls)
+        if sp is not None:
+            out[sp] = int(self.steps_w.value)
+        out.update({name: _knob_value(w) for name, w in self.knobs.items()})
+        return out
+
+    def set_params(self, **params) -> "Dashboard":
+        """Set controls programmatically (method first if given); return self."""
+        if "method" in params:
+            self.method_w.value = params.pop("method")
+        if "data" in params:
+            value = str(params.pop("data"))
+            if value not in self.data_w.options:
+                self.data_w.options = list(self.data_w.options) + [value]
+            self.data_w.value = value
+        cls = methods.get(self.method_w.value)
+        for name, value in params.items():
+            if name == "n_subspaces":
+                self.m_w.value = value
+            elif name == "n_codewords":
+                self.k_w.value = value
+            elif name == steps_param(cls):
+                self.steps_w.value = value
+            elif name in self.knobs:
+                w = self.knobs[name]
+                w.value = ("" if value is None else str(value)) if isinstance(w, ipw.Text) else value
+            else:
+                raise ValueError(f"method {cls.name!r} has no parameter {name!r}; valid: {', '.join(cls.param_names())}")
+        return self
+
+    def dataset(self):
+        """The selected dataset with ``n_queries`` held-out queries, and its exact ground truth."""
+        name = self.data_w.value
+        if name not in self._data_cache:
+            ds = datasets.split_queries(datasets.load(name), self.n_queries, random_state=self.seed)
+            self._data_cache[name] = (ds, datasets.ground_truth(ds, max(RECALL_AT)))
+        return self._data_cache[name]
+
+    # ---------------------------------------------------------------- running
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def figures(self) -> dict:
+        """name → the view's ``plotly`` FigureWidget."""
+        return {name: view.figure for name, view in self.views.items()}
+
+    def start(self) -> bool:
+        """Start training in a background thread; refuse (with a message) while a run is active."""
+        with self._lock:
+            if self.running:
+                self._say("Already training — press Stop first (the current run keeps going).", warn=True)
+                return False
+            job = self._prepare()
+            if job is None:
+                return False
+            self._thread = threading.Thread(target=self._train, args=(*job, self.pace), daemon=True,
+                                            name="pqx-dashboard-fit")
+            self._thread.start()
+            return True
+
+    def stop(self) -> None:
+        """Ask the running fit to end after its current step (the model is kept)."""
+        if self.running:
+            self._stop.set()
+            self._wake.set()
+            self._say("Stopping at the next step…")
+        else:
+            self._say("Nothing is training.")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background run (and any embedding projection) has finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.embedding.wait(timeout)
+
+    def fit(self, blocking: bool = True, **params):
+        """Train with the controls' settings (``params`` override them); return the fitted model.
+
+        blocking=True trains in the caller's thread at full speed (deterministic: notebooks,
+        tests); blocking=False is the Start button. Errors are shown in the dashboard and raised.
+        """
+        if params:
+            self.set_params(**params)
+        if not blocking:
+            self.start()
+            return None
+        if self.running:
+            raise RuntimeError("a run is active; call dash.stop() and dash.wait() first")
+        job = self._prepare()
+        if job is None:
+            raise ValueError(self.last_error)
+        self._train(*job, pace=0.0, reraise=True)
+        self.embedding.wait()
+        return self.model
+
+    def _prepare(self):
+        self.errors.value = ""
+        self.last_error = None
+        try:
+            quantizer = methods.create(self.method_w.value, **self.params())
+            ds, gt = self.dataset()
+        except Exception as exc:  # bad parameters or data: shown, nothing starts
+            self._show_error(exc)
+            return None
+        self._stop = StopSignal()
+        self._wake.clear()
+        return quantizer, ds, gt
+
+    def _train(self, quantizer, ds, gt, pace: float = 0.0, reraise: bool = False) -> None:
+        redraw = Throttle(self._redraw, interval=self.interval)
+        views = list(self.views.values())
+        planned = quantizer.planned_steps
+
+        def on_event(event):
+            for view in views:
+                view.observe(event)
+            if isinstance(event, Step):
+                self._last_step = event
+            redraw(event)
+            if pace > 0 and isinstance(event, Step):
+                self._wake.wait(pace)  # slow motion; Stop wakes it at once
+
+        on_event.sample_every = self.embedding.sample_every
+        self._say(f"Training {quantizer.name} on {ds.name} ({ds.n}×{ds.dim}), M={quantizer.n_subspaces}, "
+                  f"K={quantizer.n_codewords}, {planned} steps…")
+        self._planned = planned
+        y = ds.labels if quantizer.supervised else None
+        try:
+            quantizer.fit(ds.base, y, callbacks=[on_event], stop=self._stop)
+        except Exception as exc:
+            self.model = None
+            self._show_error(exc)
+            if reraise:
+                raise
+            return
+        self.model = quantizer
+        verb = f"Stopped at step {quantizer.n_steps_}" if quantizer.stopped_ else f"Finished {quantizer.n_steps_} steps"
+        self._say(f"{verb} in {quantizer.fit_seconds_:.1f} s; measuring recall on {len(ds.queries)} held-out queries…")
+        try:
+            row = result_row(quantizer, ds, gt)
+            self.recall.add_row(row)
+            key = (ds.name, quantizer.n_codewords)
+            if self.references and key not in self._references_done and quantizer.n_codewords & (quantizer.n_codewords - 1) == 0:
+                self._say(f"{verb}; training faiss PQ/OPQ reference curves…")
+                subspaces = self.references if isinstance(self.references, dict) else REFERENCE_SUBSPACES
+                self.recall.add_rows(reference_rows(ds, gt, quantizer.n_codewords, subspaces))
+                self._references_done.add(key)
+        except Exception as exc:
+            self._show_error(exc)
+            if reraise:
+                raise
+            return
+        mp = "" if row["map"] is None else f", mAP {row['map']:.3f}"
+        self._say(f"{verb} ({quantizer.fit_seconds_:.1f} s): distortion {row['distortion']:.3f}, "
+                  f"1-recall@1/10 {row['recall_at']['1']:.3f}/{row['recall_at']['10']:.3f}{mp}. "
+                  f"The model is dash.model.", done=True)
+
+    def _redraw(self, event) -> None:
+        for view in self.views.values():
+            if view is not self.recall:
+                view.redraw()
+        if isinstance(event, Step):
+            self._say(f"Training {self.method_w.value}: step {event.step}/{self._planned or '?'}, "
+                      f"loss {event.loss:.4g}, mean perplexity {float(np.mean(event.perplexity)):.1f}, "
+                      f"{int(np.sum(event.dead_codes))} dead codewords")
+
+    # ---------------------------------------------------------------- messages
+    def _say(self, text: str, warn: bool = False, done: bool = False) -> None:
+        color = "#b26a00" if warn else ("#1b5e20" if done else "inherit")
+        self.status.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+        self.status_text = text
+
+    def _show_error(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.errors.value = (f'<div style="color:#b00020"><b>Training failed — {html.escape(self.last_error)}</b>'
+                             f"<details><summary>traceback</summary><pre>{html.escape(tb)}</pre></details></div>")
+        self._say(f"Error: {self.last_error}", warn=True)
+
+    # ---------------------------------------------------------------- layout
+    def _layout(self):
+        def section(title, widget):
+            return ipw.VBox([ipw.HTML(f"<h3 style='margin:8px 0 2px'>{title}</h3>"), widget])
+
+        controls = ipw.VBox([
+            ipw.HBox([self.method_w, self.data_w, self.m_w, self.k_w, self.steps_w]),
+            self.knobs_box,
+            ipw.HBox([self.start_w, self.stop_w]),
+            self.status, self.errors,
+        ])
+        half = ipw.Layout(width="460px")
+        return ipw.VBox([
+            controls,
+            section("Codeword usage", self.usage.widget),
+            ipw.HBox([ipw.Box([section("Collapse monitor", self.collapse.widget)], layout=half),
+                      ipw.Box([section("Loss curves", self.losses.widget)], layout=half)],
+                     layout=ipw.Layout(flex_flow="row wrap")),
+            ipw.HBox([ipw.Box([section("Soft vs hard", self.soft_hard.widget)], layout=half),
+                      ipw.Box([section("Subspace embedding", self.embedding.widget)], layout=half)],
+                     layout=ipw.Layout(flex_flow="row wrap")),
+            section("Recall vs bits", self.recall.widget),
+        ], _dom_classes=["pqx-dashboard"])
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
