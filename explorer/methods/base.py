@@ -121,6 +121,23 @@ class Quantizer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    @classmethod
+    def grid_for_bits(cls, bits: int, dim: int) -> dict:
+        """Parameters giving a ``bits``-bit code on ``dim``-dimensional data, as the method's paper
+        would choose them; used by :mod:`explorer.sweep`.
+
+        Default (PQ, OPQ, Jégou et al. 2011 and faiss): K = 256 codewords (one byte per
+        subspace) and M = bits / 8 subspaces. ``dim`` is unused here; a method whose paper picks
+        differently (or whose embedding size depends on the code length) overrides this.
+        Whether M divides the dimension is left to ``fit``'s validation, so a sweep can report
+        that combination as an error row. Raises :class:`InvalidParameter` when ``bits`` is not
+        a positive multiple of 8.
+        """
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 8 or bits % 8:
+            raise InvalidParameter(f"bits={bits!r} cannot be split into bytes; use a positive multiple of 8 "
+                                   "(8 bits per subspace with K=256)")
+        return {"n_subspaces": int(bits) // 8, "n_codewords": 256}
+
     @property
     def planned_steps(self) -> int | None:
         """How many steps a full fit takes (for progress bars), when the method knows."""

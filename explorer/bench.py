@@ -1,0 +1,274 @@
+"""Benchmarks, each reported as a ratio measured within one run (so the machine's speed cancels).
+
+Keys of :func:`run_benchmarks` (the ``pqx bench --json`` object), with their targets:
+
+  pq_fit_vs_faiss            our PQ fit time / faiss ``IndexPQ.train`` time, 1e5×128 synthetic,
+                             M=16, K=256, 25 iterations, both on ≤ 256·K training points. ≤ 2.
+  pq_encode_vs_faiss         our encode throughput / faiss ``sa_encode`` throughput on the same
+                             1e5 vectors (each with its own trained codebooks). ≥ 0.5.
+  hook_overhead              PQ fit time on digits (M=8, K=256) with a :class:`~explorer.events.Recorder`
+                             callback / without any callback; medians of interleaved repeats. ≤ 1.10.
+  mmap_encode_memory_vs_file peak growth of the process's anonymous resident memory while
+                             :func:`~explorer.search.encode_batched` encodes a memory-mapped
+                             1M×128 ``.bvecs`` file (written by the benchmark to a temporary
+                             folder, deleted after), divided by the file size. ≤ 0.25.
+  <method>_encode_vs_pq      for each registered method other than pq/opq: its encode
+                             throughput / PQ's, both at 64 bits on digits vectors (higher is faster).
+
+How memory is measured: in a fresh Python subprocess (so nothing the parent allocated counts),
+after loading the quantizer and one warm-up batch, a thread samples ``RssAnon`` of
+``/proc/self/status`` every 0.5 ms while the file is encoded; the peak minus the value before
+encoding is the growth. Anonymous memory is what the process allocates (batch copies, distance
+buffers, the output codes). The pages of the mapped file are page cache that the kernel can drop
+at any time, so they are not counted. Without ``/proc`` (not Linux), ``ru_maxrss`` is
+used instead, which over-counts.
+
+``quick=True`` shrinks every size (5,000 vectors for PQ, a 50,000-row file) for tests; its figures
+are not the reported ones.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import methods
+from .data import load_digits
+from .events import Recorder
+
+TARGETS = {
+    "pq_fit_vs_faiss": ("<=", 2.0),
+    "pq_encode_vs_faiss": (">=", 0.5),
+    "hook_overhead": ("<=", 1.10),
+    "mmap_encode_memory_vs_file": ("<=", 0.25),
+}
+CLASSIC = ("pq", "opq")
+
+
+def _synthetic(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """(n, d) float32 Gaussian mixture (50 clusters), the benchmark's stand-in for SIFT-like data."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, d)).astype(np.float32)
+    X = centres[rng.integers(0, 50, size=n)]
+    X += 0.5 * rng.standard_normal((n, d)).astype(np.float32)
+    return X
+
+
+def _timed(fn: Callable) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def pq_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_codewords: int = 256,
+                repeats: int = 3) -> dict:
+    """Fit-time and encode-throughput ratios of our PQ against faiss ``IndexPQ`` (medians over
+    ``repeats`` interleaved runs). Returns {"fit_ratio", "encode_ratio", and the raw seconds}."""
+    import faiss
+    X = _synthetic(n, d)
+    nbits = int(np.log2(n_codewords))
+    ours_fit, faiss_fit, ours_enc, faiss_enc = [], [], [], []
+    for rep in range(repeats):
+        index = faiss.IndexPQ(d, n_subspaces, nbits)
+        index.pq.cp.niter = 25
+        index.pq.cp.seed = rep
+        faiss_fit.append(_timed(lambda: index.train(X)))
+        pq = methods.create("pq", n_subspaces=n_subspaces, n_codewords=n_codewords, n_iter=25, random_state=rep)
+        ours_fit.append(_timed(lambda: pq.fit(X)))
+        faiss_enc.append(_timed(lambda: index.sa_encode(X)))
+        ours_enc.append(_timed(lambda: pq.encode(X)))
+    med = statistics.median
+    return {"fit_ratio": med(ours_fit) / med(faiss_fit), "encode_ratio": med(faiss_enc) / med(ours_enc),
+            "ours_fit_s": med(ours_fit), "faiss_fit_s": med(faiss_fit), "ours_encode_s": med(ours_enc),
+            "faiss_encode_s": med(faiss_enc), "n": n, "d": d, "M": n_subspaces, "K": n_codewords}
+
+
+def hook_overhead(repeats: int = 7) -> dict:
+    """Fit time with a :class:`Recorder` / without callbacks: PQ M=8, K=256 on digits, medians of
+    ``repeats`` interleaved pairs after one warm-up fit."""
+    X = load_digits().base
+    make = lambda: methods.create("pq", n_subspaces=8, n_codewords=256, random_state=0)  # noqa: E731
+    make().fit(X)
+    plain, hooked = [], []
+    for _ in range(repeats):
+        plain.append(_timed(lambda: make().fit(X)))
+        hooked.append(_timed(lambda: make().fit(X, callbacks=[Recorder()])))
+    med = statistics.median
+    return {"ratio": med(hooked) / med(plain), "with_recorder_s": med(hooked), "without_s": med(plain)}
+
+
+_MEMORY_CHILD = r"""
+import json, resource, sys, threading, time
+import numpy as np
+from explorer.data import read_bvecs
+from explorer.methods.pq import PQ
+from explorer.search import encode_batched
+
+path, codebooks_path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def status(key):
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+
+X = read_bvecs(path)
+C = np.load(codebooks_path)
+q = PQ(C.shape[0], C.shape[1])  # a fitted PQ, loaded from the parent's codebooks
+q.codebooks_, q.dim_ = C, X.shape[1]
+encode_batched(q, X[:batch], batch)  # warm-up: thread pools and first allocations are not the encode's
+base_anon = status("RssAnon")
+base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = [base_anon or 0]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], status("RssAnon") or 0)
+        time.sleep(0.0005)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+t0 = time.perf_counter()
+codes = encode_batched(q, X, batch)
+seconds = time.perf_counter() - t0
+done.set()
+sampler.join()
+peak[0] = max(peak[0], status("RssAnon") or 0)
+out = {"seconds": seconds, "n": int(len(X)), "codes_bytes": int(codes.nbytes), "batch": batch,
+       "check": int(np.array_equal(codes[:1000], q.encode(np.asarray(X[:1000], dtype=np.float32))))}
+if base_anon is not None:
+    out.update(method="RssAnon sampled every 0.5 ms", growth=peak[0] - base_anon)
+else:
+    out.update(method="ru_maxrss (includes file pages)",
+               growth=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_maxrss)
+print(json.dumps(out))
+"""
+
+
+def _write_bvecs_chunked(path: Path, n: int, d: int, seed: int = 0, chunk: int = 100_000) -> None:
+    """Write an (n, d) uint8 ``.bvecs`` file chunk by chunk (never the whole array in memory)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(20, 235, size=(50, d)).astype(np.float32)
+    with open(path, "wb") as fh:
+        for start in range(0, n, chunk):
+            b = min(chunk, n - start)
+            X = centres[rng.integers(0, 50, size=b)] + 20 * rng.standard_normal((b, d)).astype(np.float32)
+            rec = np.empty((b, 4 + d), dtype=np.uint8)
+            rec[:, :4] = np.full((b, 1), d, dtype="<i4").view(np.uint8)
+            rec[:, 4:] = np.clip(X, 0, 255).astype(np.uint8)
+            fh.write(rec.tobytes())
+
+
+def mmap_encode_memory(n: int = 1_000_000, d: int = 128, n_subspaces: int = 16, n_codewords: int = 256,
+                       batch: int = 1024, n_train: int = 20_000) -> dict:
+    """Peak memory growth of encoding a memory-mapped ``.bvecs`` file in batches / the file's size.
+
+    Writes the file to a temporary folder (deleted after), fits PQ on its first ``n_train`` rows
+    here, and measures the encode in a subprocess (see the module docstring for how).
+    """
+    from .data import read_bvecs
+    with tempfile.TemporaryDirectory(prefix="pqx-bench-") as tmp:
+        path = Path(tmp) / "base.bvecs"
+        _write_bvecs_chunked(path, n, d)
+        train = np.asarray(read_bvecs(path)[:min(n_train, n)], dtype=np.float32)
+        pq = methods.create("pq", n_subspaces=n_subspaces, n_codewords=n_codewords, n_iter=10).fit(train)
+        np.save(Path(tmp) / "codebooks.npy", pq.codebooks_)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path), str(Path(tmp) / "codebooks.npy"),
+                               str(batch)], capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory benchmark subprocess failed: {proc.stderr.strip().splitlines()[-1:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out["file_bytes"] = path.stat().st_size
+    if not out.pop("check"):
+        raise RuntimeError("encode_batched codes differ from encode on the first 1,000 rows")
+    out["ratio"] = max(out["growth"], 1) / out["file_bytes"]
+    return out
+
+
+def deep_encode_vs_pq(names: list[str], n: int = 20_000, repeats: int = 3) -> dict:
+    """{name: encode throughput of ``name`` / PQ's}, both trained briefly at 64 bits on digits
+    (M, K from each method's ``grid_for_bits``; one epoch / iteration: speed, not quality, is
+    measured) and timed encoding ``n`` digits vectors (the base tiled), medians of ``repeats``.
+    A method that fails gives {"error": ...} instead of a ratio."""
+    ds = load_digits()
+    X = np.ascontiguousarray(np.resize(ds.base, (n, ds.dim)))
+
+    def encode_seconds(name: str) -> float:
+        cls = methods.get(name)
+        params = dict(cls.grid_for_bits(64, ds.dim))
+        valid = cls.param_names()
+        params.update({k: 1 for k in ("epochs", "n_iter") if k in valid})
+        q = methods.create(name, **params).fit(ds.base, ds.labels if cls.supervised else None)
+        q.encode(X[:256])  # warm-up
+        return statistics.median(_timed(lambda: q.encode(X)) for _ in range(repeats))
+
+    pq_seconds = encode_seconds("pq")
+    out = {}
+    for name in names:
+        try:
+            out[name] = {"ratio": pq_seconds / encode_seconds(name)}
+        except Exception as exc:  # a method in progress must not sink the whole benchmark
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """Every benchmark; returns the ``pqx bench --json`` object (keys in the module docstring)
+    plus ``details`` (raw seconds, sizes, the memory method) and ``quick``.
+
+    deep_methods: methods for the ``<method>_encode_vs_pq`` keys; None = every registered
+    method other than pq and opq. A failing method's key is None and its error is in details.
+    """
+    say = progress or (lambda msg: None)
+    deep = [m for m in methods.available() if m not in CLASSIC] if deep_methods is None else list(deep_methods)
+    import faiss
+    import torch
+    details: dict = {"threads": {"torch": torch.get_num_threads(), "faiss": faiss.omp_get_max_threads()},
+                     # other processes competing for the cores skew multi-threaded ratios: record the load
+                     "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    say("PQ fit and encode vs faiss ...")
+    details["pq_vs_faiss"] = pq_vs_faiss(n=5_000 if quick else 100_000, repeats=1 if quick else 3)
+    say("hook overhead ...")
+    details["hook_overhead"] = hook_overhead(repeats=3 if quick else 9)
+    say("memory of encoding a memory-mapped .bvecs file ...")
+    details["mmap_encode_memory"] = mmap_encode_memory(n=50_000 if quick else 1_000_000,
+                                                       n_train=2_000 if quick else 20_000)
+    result = {
+        "pq_fit_vs_faiss": details["pq_vs_faiss"]["fit_ratio"],
+        "pq_encode_vs_faiss": details["pq_vs_faiss"]["encode_ratio"],
+        "hook_overhead": details["hook_overhead"]["ratio"],
+        "mmap_encode_memory_vs_file": details["mmap_encode_memory"]["ratio"],
+    }
+    if deep:
+        say(f"encode throughput of {', '.join(deep)} vs PQ ...")
+        details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000, repeats=1 if quick else 3)
+        for name, value in details["encode_vs_pq"].items():
+            result[f"{name}_encode_vs_pq"] = value.get("ratio")
+    details["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["quick"] = quick
+    result["details"] = details
+    return result
+
+
+def verdict(key: str, value) -> str:
+    """"ok" / "MISSED" against the key's target, "" when it has none (or no value)."""
+    if key not in TARGETS or value is None:
+        return ""
+    op, target = TARGETS[key]
+    return "ok" if (value <= target if op == "<=" else value >= target) else "MISSED"
+
+
+__all__ = ["run_benchmarks", "pq_vs_faiss", "hook_overhead", "mmap_encode_memory", "deep_encode_vs_pq", "TARGETS",
+           "verdict"]

@@ -1,0 +1,99 @@
+"""``pqx sweep``: recall versus bits for several methods on one dataset, with faiss reference rows."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from .. import methods
+from ..errors import InvalidParameter
+from ..report import write_json_atomic
+from ..sweep import REFERENCES, flat_row, parse_bits, sweep
+from ._common import add_data_arguments, fall_back_device, load_dataset
+
+HELP = "train a grid of methods × code lengths and compare recall with faiss PQ, OPQ, RQ and LSQ"
+
+
+def add_arguments(p):
+    p.add_argument("--methods", default="pq,opq", help=f"comma-separated, from: {', '.join(methods.available())} "
+                   "(default pq,opq)")
+    p.add_argument("--bits", default="16,32,64", help="comma-separated code lengths in bits (default 16,32,64)")
+    p.add_argument("--references", default=",".join(REFERENCES),
+                   help=f"faiss reference quantizers, comma-separated from {', '.join(REFERENCES)}, or 'none' "
+                   "(default: all)")
+    p.add_argument("--iters", type=int, default=None, dest="n_iter",
+                   help="training iterations for the methods that take n_iter (default: each method's own)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs for the deep methods (default: their own)")
+    p.add_argument("--device", default=None, help="cpu (default), cuda, mps or auto, for methods that take it")
+    add_data_arguments(p)
+    p.add_argument("--json", default=None, metavar="OUT.json", help="write the rows here as a JSON list")
+    p.add_argument("--csv", default=None, metavar="OUT.csv", help="write the rows here as CSV (recall_at spread into columns)")
+    p.add_argument("--quiet", action="store_true", help="no table on stdout")
+
+
+def _names(text: str, what: str, valid) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InvalidParameter(f"--{what} is empty; give a comma-separated list from: {', '.join(valid)}")
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise InvalidParameter(f"--{what}: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(valid)}")
+    return names
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None:  # keep the column: the width is the digits before any "." in spec
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 1)) if not spec.startswith("<") else "-".ljust(int(width or 1))
+    return format(value, spec)
+
+
+def _print_row(row: dict) -> None:
+    r = row["recall_at"]
+    tail = f"  error: {row['error']}" if "error" in row else ""
+    print(f"{row['method']:<12} {row['bits']:>5} {_fmt(row['subspaces'], '>3')}×{_fmt(row['codewords'], '<5')} "
+          f"{_fmt(row['distortion'], '>11.4f')} {_fmt(r['1'], '>6.3f')} {_fmt(r['10'], '>6.3f')} {_fmt(r['100'], '>6.3f')} "
+          f"{_fmt(row['map'], '>6.3f')} {_fmt(row['fit_seconds'], '>8.2f')}{tail}", flush=True)
+
+
+def write_csv_atomic(path, rows: list[dict]) -> None:
+    """Write rows as CSV through a temporary file and a rename (no partial file is ever left)."""
+    from ..sweep import CSV_COLUMNS
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in flat_row(row).items()})
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run(args) -> int:
+    names = _names(args.methods, "methods", methods.available())
+    refs = [] if args.references.strip().lower() == "none" else _names(args.references, "references", REFERENCES)
+    bits = parse_bits(args.bits)
+    for path in (args.json, args.csv):
+        if path and not Path(path).resolve().parent.is_dir():
+            raise InvalidParameter(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    overrides = {k: v for k, v in {"n_iter": args.n_iter, "epochs": args.epochs, "device": args.device}.items()
+                 if v is not None}
+    overrides = fall_back_device(overrides, "pqx sweep")
+    ds = load_dataset(args)
+    show = (lambda event: _print_row(event.row)) if not args.quiet else None
+    if show:
+        print(f"sweep on {ds.name}: {ds.n}×{ds.dim}, {len(ds.queries)} queries, seed {args.seed}")
+        print(f"{'method':<12} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
+              f"{'mAP':>6} {'fit s':>8}")
+    rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show])
+    if args.json:
+        write_json_atomic(args.json, rows)
+    if args.csv:
+        write_csv_atomic(args.csv, rows)
+    return 0

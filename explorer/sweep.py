@@ -1,0 +1,255 @@
+"""Recall versus code length: train a grid of methods × bit lengths on one dataset, with faiss
+reference quantizers at the same bits, streaming one result row per finished run.
+
+For each bit length every method picks its own (M, K) through
+:meth:`Quantizer.grid_for_bits <explorer.methods.base.Quantizer.grid_for_bits>` (PQ and OPQ:
+K = 256, M = bits/8, as in Jégou et al. and Ge et al.). The faiss references use M = bits/8
+codebooks of 256 codewords: ``faiss-pq`` (``IndexPQ``), ``faiss-opq`` (``OPQMatrix`` + PQ),
+``faiss-rq`` (residual quantizer) and ``faiss-lsq`` (local-search quantizer, LSQ++).
+
+A row is a plain JSON-ready dict (the contract of ``pqx sweep --json`` and of the
+recall-vs-bits view's ``add_row``):
+
+  method, bits, subspaces, codewords, distortion, recall_at {"1","10","100"}, map (None without
+  labels), fit_seconds, encode_seconds, reference (True for faiss rows), dataset,
+  and for our methods: collapsed_subspaces, dead_codes (summed over subspaces), perplexity_mean.
+
+A run that cannot happen (M does not divide d, K > n, a method error) gives a row with the same
+keys, None values and an ``error`` string; the sweep goes on. Our rows are measured exactly as
+``pqx train`` measures them (same split, same seed, :func:`explorer.report.evaluate`), so a row
+equals the report of ``pqx train --method m -M .. -K .. --seed s`` on the same data.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import diagnostics, metrics
+from . import methods as registry
+from .data import Dataset, ground_truth, split_queries
+from .errors import InvalidParameter
+from .events import StopSignal, _Event
+from .report import RECALL_AT, evaluate
+from .search import faiss_codes_distortion, faiss_reference
+from .validation import check_int, check_vectors
+
+REFERENCES = ("pq", "opq", "rq", "lsq")
+"""faiss reference quantizers a sweep adds by default (rows named ``faiss-<kind>``)."""
+
+ROW_KEYS = ("method", "bits", "subspaces", "codewords", "distortion", "recall_at", "map", "fit_seconds",
+            "encode_seconds", "reference", "dataset")
+
+
+@dataclass(frozen=True)
+class SweepRow(_Event):
+    """One finished run of a sweep: ``row`` is the JSON-ready result dict (see the module doc).
+
+    ``quantizer`` is the fitted model for our methods (None for faiss rows and failed runs), so a
+    view can open that run's usage and collapse views; it is not part of :meth:`to_dict`.
+    """
+
+    row: dict
+    quantizer: Any = field(default=None, compare=False, repr=False)
+    kind = "sweep_row"
+
+    def to_dict(self) -> dict:
+        """``{"kind": "sweep_row", "row": {...}}``."""
+        return {"kind": self.kind, "row": dict(self.row)}
+
+
+def parse_bits(bits) -> list[int]:
+    """Bit lengths from ``"16,32,64"`` or an iterable of ints; each a positive integer."""
+    items = [b for b in bits.split(",") if b.strip()] if isinstance(bits, str) else list(bits)
+    if not items:
+        raise InvalidParameter("bits is empty; give code lengths such as 16,32,64")
+    out = []
+    for b in items:
+        try:
+            value = int(str(b).strip()) if isinstance(b, str) else b
+        except ValueError:
+            raise InvalidParameter(f"bits: {b!r} is not an integer; give code lengths such as 16,32,64") from None
+        out.append(check_int(value, "bits", low=1))
+    return out
+
+
+def _empty_row(method: str, bits: int, dataset: str, reference: bool, params: dict | None = None) -> dict:
+    params = params or {}
+    return {"method": method, "bits": int(bits), "subspaces": params.get("n_subspaces"),
+            "codewords": params.get("n_codewords"), "distortion": None,
+            "recall_at": {str(r): None for r in RECALL_AT}, "map": None, "fit_seconds": None,
+            "encode_seconds": None, "reference": reference, "dataset": dataset}
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
+               overrides: dict | None = None, fit_callbacks: Iterable[Callable] = (),
+               stop: StopSignal | None = None) -> tuple[dict, Any]:
+    """Train method ``name`` at ``bits`` on ``ds`` (which has queries) and measure it.
+
+    Returns (row, fitted quantizer or None). ``overrides``: parameters applied when the method
+    takes them (e.g. ``{"n_iter": 5, "epochs": 3}``); others are ignored, so one override can
+    serve a mixed grid. Errors become the row's ``error`` field.
+    """
+    cls = registry.get(name)
+    row = _empty_row(name, bits, ds.name, False)
+    try:
+        params = dict(cls.grid_for_bits(bits, ds.dim))
+        row.update(subspaces=params.get("n_subspaces"), codewords=params.get("n_codewords"))
+        valid = set(cls.param_names())
+        params.update({k: v for k, v in (overrides or {}).items() if k in valid})
+        params["random_state"] = random_state
+        quantizer = registry.create(name, **params)
+        # Unsupervised methods never see the labels: they are for scoring (mAP) only, as in pqx train.
+        quantizer.fit(ds.base, ds.labels if quantizer.supervised else None, callbacks=fit_callbacks, stop=stop)
+        ev = evaluate(quantizer, ds, gt)
+    except Exception as exc:  # one failed run must not end the sweep: it becomes an error row
+        row["error"] = _error(exc)
+        return row, None
+    row.update(subspaces=int(quantizer.n_subspaces), codewords=int(quantizer.n_codewords),
+               distortion=float(ev["distortion"]), recall_at=ev["recall_at"], map=ev["map"],
+               fit_seconds=float(quantizer.fit_seconds_), encode_seconds=float(ev["encode_seconds"]),
+               collapsed_subspaces=int(np.sum(ev["collapsed"])), dead_codes=int(np.sum(ev["dead_codes"])),
+               perplexity_mean=float(np.mean(ev["perplexity"])))
+    if quantizer.stopped_:
+        row["stopped"] = True
+    if quantizer.bits != bits:
+        row["note"] = f"the method's grid gives {quantizer.bits} bits for the requested {bits}"
+    return row, quantizer
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence C-level stderr (file descriptor 2) inside the block.
+
+    faiss's k-means prints "WARNING clustering n points to K centroids" from C++ for every
+    subspace of a small dataset, unconditionally; in a sweep that is hundreds of identical lines.
+    Python-level errors still propagate as exceptions and become error rows.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0) -> dict:
+    """Train faiss reference ``kind`` (pq, opq, rq, lsq) with M = bits/8 codebooks of 256 and
+    measure it as our rows are measured: distortion in the input space, ADC search of the
+    queries through the faiss index, mAP over the whole base with labels.
+
+    ``random_state`` seeds faiss PQ's k-means; OPQ, RQ and LSQ use faiss's fixed internal seeds.
+    """
+    row = _empty_row(f"faiss-{kind}", bits, ds.name, True)
+    try:
+        if kind not in REFERENCES:
+            raise InvalidParameter(f"unknown faiss reference {kind!r}; use {', '.join(REFERENCES)}")
+        params = registry.Quantizer.grid_for_bits(bits, ds.dim)
+        M, K = params["n_subspaces"], params["n_codewords"]
+        row.update(subspaces=M, codewords=K)
+        if kind in ("pq", "opq") and ds.dim % M:
+            raise InvalidParameter(f"M={M} subspaces (for {bits} bits) do not divide d={ds.dim}")
+        base = check_vectors(ds.base, "base")
+        t0 = time.perf_counter()
+        with _native_stderr_silenced():
+            index = faiss_reference(kind, base, M, K, seed=random_state)
+        fit_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        codes = index.sa_encode(base)
+        encode_seconds = time.perf_counter() - t0
+        distortion = faiss_codes_distortion(index, base)
+        index.add(base)
+        labelled = ds.labels is not None and ds.query_labels is not None
+        k = len(base) if labelled else max(RECALL_AT)
+        _, ranking = index.search(check_vectors(ds.queries, "queries"), min(k, len(base)))
+    except Exception as exc:  # faiss asserts surface as RuntimeError; keep sweeping
+        row["error"] = _error(exc)
+        return row
+    row.update(distortion=float(distortion), recall_at=metrics.recalls(ranking, gt, RECALL_AT),
+               map=metrics.mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
+               fit_seconds=float(fit_seconds), encode_seconds=float(encode_seconds))
+    if codes.shape[1] == M:  # one byte per codebook: usage is readable from the codes
+        usage = diagnostics.usage_histogram(codes, K)
+        row.update(collapsed_subspaces=int(np.sum(diagnostics.collapsed_mask(usage))),
+                   dead_codes=int(np.sum(diagnostics.dead_codes(usage))),
+                   perplexity_mean=float(np.mean(diagnostics.perplexity(usage))))
+    return row
+
+
+def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[int] | str = (16, 32, 64), *,
+          references: Sequence[str] = REFERENCES, random_state: int = 0, n_queries: int = 200,
+          overrides: dict | None = None, callbacks: Iterable[Callable] = (), fit_callbacks: Iterable[Callable] = (),
+          stop: StopSignal | None = None) -> list[dict]:
+    """Rows (list of dicts, see the module doc) for every (bits, method) and (bits, reference).
+
+    ds: the dataset; without queries, ``n_queries`` base vectors are held out with
+    ``random_state`` (as ``pqx train`` does). Order: for each bit length, our methods in the
+    given order, then the faiss references — so every curve of a live view grows together.
+    callbacks: receive one :class:`SweepRow` per finished run. fit_callbacks: receive every
+    run's training events. stop: a set :class:`StopSignal` ends the current fit after its step
+    and the sweep before the next run (rows so far are returned).
+    """
+    names = [methods] if isinstance(methods, str) else list(methods)
+    for name in names:
+        registry.get(name)  # unknown names fail before any training, with the valid list
+    bit_list = parse_bits(bits)
+    for kind in references:
+        if kind not in REFERENCES:
+            raise InvalidParameter(f"unknown faiss reference {kind!r}; use {', '.join(REFERENCES)}")
+    if ds.queries is None:
+        ds = split_queries(ds, n_queries, random_state=random_state)
+    gt = ground_truth(ds, max(RECALL_AT))
+    callbacks = [cb for cb in callbacks if cb is not None]
+    rows: list[dict] = []
+
+    def emit(row: dict, quantizer=None) -> None:
+        rows.append(row)
+        event = SweepRow(row=row, quantizer=quantizer)
+        for cb in callbacks:
+            cb(event)
+
+    for b in bit_list:
+        for name in names:
+            if stop is not None and stop.is_set():
+                return rows
+            emit(*run_method(name, b, ds, gt, random_state=random_state, overrides=overrides,
+                             fit_callbacks=fit_callbacks, stop=stop))
+        for kind in references:
+            if stop is not None and stop.is_set():
+                return rows
+            emit(run_reference(kind, b, ds, gt, random_state=random_state))
+    return rows
+
+
+CSV_COLUMNS = ("method", "bits", "subspaces", "codewords", "distortion", "recall_at_1", "recall_at_10",
+               "recall_at_100", "map", "fit_seconds", "encode_seconds", "reference", "dataset",
+               "collapsed_subspaces", "dead_codes", "perplexity_mean", "error")
+
+
+def flat_row(row: dict) -> dict:
+    """A row with ``recall_at`` spread into recall_at_1/10/100 columns (for CSV and tables)."""
+    out = {k: v for k, v in row.items() if k != "recall_at"}
+    for r, value in (row.get("recall_at") or {}).items():
+        out[f"recall_at_{r}"] = value
+    return {c: out.get(c) for c in CSV_COLUMNS}
+
+
+__all__ = ["SweepRow", "sweep", "run_method", "run_reference", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
+           "CSV_COLUMNS"]

@@ -1,0 +1,41 @@
+"""``pqx bench`` produces every promised ratio (finite, positive; speed itself is not asserted),
+and the batched encoder it measures gives the same codes as a plain encode."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+import explorer.bench
+from explorer import data, methods
+from explorer.cli import main
+from explorer.search import encode_batched
+
+
+def test_encode_batched_equals_encode_on_a_memory_mapped_bvecs_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(3001, 16)).astype(np.uint8)
+    path = tmp_path / "x.bvecs"
+    data.write_vecs(path, X)
+    mapped = data.read_bvecs(path)
+    assert isinstance(mapped.base, np.memmap) or isinstance(getattr(mapped.base, "base", None), np.memmap)
+    pq = methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=3).fit(X.astype(np.float32))
+    codes = encode_batched(pq, mapped, batch=512)
+    assert codes.dtype == np.uint8 and codes.shape == (3001, 4)
+    np.testing.assert_array_equal(codes, pq.encode(X.astype(np.float32)))
+
+
+def test_quick_bench_writes_every_key_finite_and_positive(tmp_path, monkeypatch, capsys):
+    # Treat OPQ as a "deep" method so the per-method key is exercised whatever is registered.
+    monkeypatch.setattr(explorer.bench, "CLASSIC", ("pq",))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    keys = ["pq_fit_vs_faiss", "pq_encode_vs_faiss", "hook_overhead", "mmap_encode_memory_vs_file"]
+    keys += [f"{m}_encode_vs_pq" for m in methods.available() if m != "pq"]
+    for key in keys:
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+    assert "opq_encode_vs_pq" in result and result["quick"] is True
+    printed = capsys.readouterr().out
+    assert all(key in printed for key in keys)

@@ -1,0 +1,120 @@
+"""The sweep: rows equal single ``pqx train`` runs, faiss rows equal faiss called directly,
+failed combinations become error rows, and ``pqx sweep`` writes the promised JSON and CSV."""
+from __future__ import annotations
+
+import csv
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from explorer import metrics
+from explorer.cli import main
+from explorer.errors import InvalidParameter
+from explorer.events import StopSignal
+from explorer.methods import get
+from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, sweep
+
+
+def test_grid_for_bits_default_is_one_byte_per_subspace():
+    assert get("pq").grid_for_bits(32, 64) == {"n_subspaces": 4, "n_codewords": 256}
+    assert get("opq").grid_for_bits(128, 128) == {"n_subspaces": 16, "n_codewords": 256}
+    for bad in (12, 0, -8, 8.0):
+        with pytest.raises(InvalidParameter, match="bits"):
+            get("pq").grid_for_bits(bad, 64)
+
+
+def test_rows_equal_single_pqx_train_runs(tmp_path):
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "--methods", "pq,opq", "--bits", "16", "--references", "none", "--iters", "4",
+                 "--seed", "0", "--quiet", "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())}
+    for method in ("pq", "opq"):
+        report_path = tmp_path / f"{method}.json"
+        assert main(["train", "--method", method, "-M", "2", "-K", "256", "--iters", "4", "--seed", "0", "--quiet",
+                     "--json", str(report_path)]) == 0
+        report = json.loads(report_path.read_text())
+        row = rows[method]
+        assert (row["subspaces"], row["codewords"], row["bits"]) == (report["subspaces"], report["codewords"], 16)
+        assert row["distortion"] == pytest.approx(report["distortion"], rel=1e-9)
+        assert row["recall_at"] == report["recall_at"]
+        assert row["map"] == pytest.approx(report["map"], rel=1e-9)
+        assert row["reference"] is False
+        assert row["collapsed_subspaces"] == sum(report["collapsed"])
+
+
+def test_reference_rows_equal_faiss_called_directly(digits):
+    rows = {r["method"]: r for r in sweep(digits, [], [16], references=("pq", "opq", "rq"), random_state=0)}
+    base, queries = digits.base, digits.queries
+    gt = faiss.knn(queries, base, 1)[1]
+    pq = faiss.IndexPQ(64, 2, 8)
+    pq.pq.cp.seed, pq.pq.cp.niter = 0, 25
+    direct = {"faiss-pq": pq,
+              "faiss-opq": faiss.IndexPreTransform(faiss.OPQMatrix(64, 2), faiss.IndexPQ(64, 2, 8)),
+              "faiss-rq": faiss.IndexResidualQuantizer(64, 2, 8)}
+    for name, index in direct.items():
+        index.train(base)
+        recon = index.sa_decode(index.sa_encode(base))
+        distortion = float(((base.astype(np.float64) - recon) ** 2).sum(1).mean())
+        index.add(base)
+        ranking = index.search(queries, len(base))[1]
+        row = rows[name]
+        assert row["reference"] is True and (row["subspaces"], row["codewords"]) == (2, 256)
+        assert row["distortion"] == pytest.approx(distortion, rel=1e-6)
+        assert row["recall_at"] == metrics.recalls(ranking, gt)
+        assert row["map"] == pytest.approx(metrics.mean_average_precision(ranking, digits.query_labels, digits.labels))
+
+
+def test_impossible_combinations_become_error_rows_and_the_sweep_goes_on(digits):
+    rows = sweep(digits, ["pq"], [24, 12, 16], references=("pq",), overrides={"n_iter": 2})
+    assert [(r["method"], r["bits"]) for r in rows] == [("pq", 24), ("faiss-pq", 24), ("pq", 12), ("faiss-pq", 12),
+                                                        ("pq", 16), ("faiss-pq", 16)]
+    for row in rows[:4]:
+        assert set(ROW_KEYS) <= set(row) and row["distortion"] is None and row["recall_at"]["1"] is None
+    assert "does not divide" in rows[0]["error"] and "multiple of 8" in rows[2]["error"]
+    assert all("error" not in r and r["distortion"] > 0 for r in rows[4:])
+
+
+def test_rows_stream_as_events_and_stop_ends_the_sweep(digits):
+    seen, stop = [], StopSignal()
+
+    def listener(event):
+        seen.append(event)
+        stop.set()  # ask to stop after the first finished run
+
+    rows = sweep(digits, ["pq", "opq"], [16, 32], references=(), overrides={"n_iter": 2}, callbacks=[listener], stop=stop)
+    assert len(rows) == 1 and len(seen) == 1
+    event = seen[0]
+    assert isinstance(event, SweepRow) and event.kind == "sweep_row" and event.row is rows[0]
+    assert event.quantizer is not None and event.quantizer.n_subspaces == 2
+    assert json.loads(json.dumps(event.to_dict())) == {"kind": "sweep_row", "row": rows[0]}
+
+
+def test_cli_writes_json_list_and_csv(tmp_path):
+    js, cs = tmp_path / "rows.json", tmp_path / "rows.csv"
+    assert main(["sweep", "--methods", "pq", "--bits", "16,32", "--references", "pq", "--iters", "2",
+                 "--data", "synthetic", "--n-queries", "50", "--quiet", "--json", str(js), "--csv", str(cs)]) == 0
+    rows = json.loads(js.read_text())
+    assert [(r["method"], r["bits"], r["reference"]) for r in rows] == [
+        ("pq", 16, False), ("faiss-pq", 16, True), ("pq", 32, False), ("faiss-pq", 32, True)]
+    assert all(set(ROW_KEYS) <= set(r) and set(r["recall_at"]) == {"1", "10", "100"} for r in rows)
+    assert all(r["map"] is not None for r in rows)  # synthetic data has labels
+    with open(cs) as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == list(CSV_COLUMNS) and len(table) == 4
+    assert float(table[2]["recall_at_10"]) == rows[2]["recall_at"]["10"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "pq,nope"], "unknown 'nope'"),
+    (["--bits", "16,x"], "not an integer"),
+    (["--references", "ivf"], "unknown 'ivf'"),
+    (["--data", "no/such/file.fvecs"], "no such file"),
+])
+def test_cli_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, argv, message):
+    out = tmp_path / "rows.json"
+    assert main(["sweep", "--json", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
