@@ -202,7 +202,16 @@ def solve_codebooks(X: torch.Tensor, codes: torch.Tensor, previous: torch.Tensor
     lam = ridge * n / (M * K)
     gram.diagonal().add_(lam)
     rhs += lam * previous.reshape(M * K, d).double()
-    return torch.linalg.solve(gram, rhs).float().reshape(M, K, d)
+    return column_major(torch.linalg.solve(gram, rhs).float().reshape(M, K, d))
+
+
+def column_major(C: torch.Tensor) -> torch.Tensor:
+    """C (M, K, d) stored as a column-major (M·K, d) matrix — the layout LAPACK's solve returns,
+    so this is a no-op on :func:`solve_codebooks`' result. Training keeps its codebooks in this
+    one layout because CPU matmul kernels round differently for different layouts: a resumed fit
+    must compute with the very layout of an uninterrupted one to reach bit-identical codes."""
+    M, K, d = C.shape
+    return C.reshape(M * K, d).T.contiguous().T.reshape(M, K, d)
 
 
 def icm_refine(X: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, n_rounds: int) -> torch.Tensor:
@@ -568,8 +577,12 @@ class RLQ(TorchTrainingState, Quantizer):
             self.history_ = []
             run.note("init", f"residual k-means codebooks, error {float(rq_err[-1]):.4g}")
         start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's stage
-        self.codebooks_ = self._stage_codebooks
-        C = self._codebooks_t
+        if start:  # resumed: the stage's codebooks in the layout solve_codebooks gave them (see column_major)
+            C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
+            self._set_codebooks(C)
+            self._stage_codebooks = self.codebooks_
+        else:
+            C = self._codebooks_t
         for stage in range(start + 1, self.n_iter + 1):
             # ---- sampling stage
             C_sample = C
