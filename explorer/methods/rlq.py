@@ -182,6 +182,12 @@ def sample_categorical(probs: torch.Tensor, gen: torch.Generator) -> torch.Tenso
     if probs.device.type == "cpu":
         return torch.multinomial(probs, 1, generator=gen)[:, 0]
     u = torch.rand((len(probs), 1), generator=gen, dtype=probs.dtype).to(probs.device)
+    return inverse_cdf(probs, u)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the index k (n,) int64 with cdf[k−1] < u·cdf[K−1] ≤ cdf[k]: a draw from the
+    categorical ``probs`` (n, K) (≥ 0, rows need not sum to 1) given uniforms ``u`` (n, 1) in [0, 1)."""
     cdf = probs.cumsum(1)
     return (cdf < u * cdf[:, -1:]).sum(1).clamp_max(probs.shape[1] - 1)
 
