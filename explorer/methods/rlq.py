@@ -83,7 +83,13 @@ Where the supplement is silent, our choices:
 
 Fitted attributes: ``codebooks_`` (M, K, d) float32; ``policy_`` and ``value_`` (torch
 ``ModuleList`` of M blocks); ``scale_`` float; ``temperatures_`` (M floats); ``history_`` list
-of per-stage loss dicts.
+of per-stage loss dicts. Kept for checkpoints (``state_dict()`` also after a stopped fit): the
+last stage's codebooks, the best codes per training vector, α and the return statistics.
+
+Checkpoints and devices: ``fit(X, resume=state)`` restores everything a stage depends on
+(:meth:`RLQ._extra_state`) plus the RNG states, skipping the k-means init, and reaches the codes
+of an uninterrupted fit bit for bit on the CPU. Networks and training/encoding tensors live on
+``device``; search, ``reconstruct`` and the faiss export work on numpy arrays.
 """
 from __future__ import annotations
 
@@ -571,7 +577,8 @@ class RLQ(TorchTrainingState, Quantizer):
         opt_pi = torch.optim.Adam(self.policy_.parameters(), lr=self.lr)
         opt_v = torch.optim.Adam(self.value_.parameters(), lr=self.lr)
 
-        if getattr(self, "_resume_state", None) is None:  # a resumed fit takes all of this from the checkpoint
+        resumed = getattr(self, "_resume_state", None) is not None
+        if not resumed:  # a resumed fit takes all of this from the checkpoint
             C, rq_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
             self._set_codebooks(C)
             rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
@@ -583,7 +590,7 @@ class RLQ(TorchTrainingState, Quantizer):
             self.history_ = []
             run.note("init", f"residual k-means codebooks, error {float(rq_err[-1]):.4g}")
         start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's stage
-        if start:  # resumed: the stage's codebooks in the layout solve_codebooks gave them (see column_major)
+        if resumed:  # the stage's codebooks, in the layout solve_codebooks gave them (see column_major)
             C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
             self._set_codebooks(C)
             self._stage_codebooks = self.codebooks_
