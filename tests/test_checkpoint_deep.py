@@ -4,19 +4,18 @@ checkpoint holds the model, the optimizer, the LR schedule, the epoch, every RNG
 PQ labels and the pre-training phase."""
 from __future__ import annotations
 
-import json
 import pickle
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-from explorer import cli, data, methods
+from explorer import data, methods
 from explorer.checkpoint import Checkpointer, load_checkpoint, save_checkpoint
-from explorer.commands import train as train_command
 from explorer.errors import InvalidParameter
 from explorer.events import STOP, Note, Recorder, Step, StopSignal
+
+from cli_resume import full_interrupted_resumed
 
 # tiny but real: 4 epochs on 400 digits, MLP backbones, small batches
 SETTINGS = {
@@ -171,29 +170,11 @@ def test_cli_ctrl_c_with_checkpoint_then_resume_matches_an_uninterrupted_run(tmp
     np.save(tmp_path / "base.npy", ds.base[:450])
     common = ["train", "--method", "sscq", "--data", str(tmp_path / "base.npy"), "--n-queries", "50", "-M", "2",
               "-K", "16", "--epochs", "4", "--batch-size", "32", "--backbone", "mlp", "--seed", "3", "--quiet"]
-    assert cli.main(common + ["--json", str(tmp_path / "full.json")]) == 0
-
-    class CtrlCAfterEpoch2(Checkpointer):  # the user presses Ctrl-C once epoch 2 is saved
-        def __call__(self, event):
-            super().__call__(event)
-            if isinstance(event, Step) and event.step == 2:
-                signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(train_command, "Checkpointer", CtrlCAfterEpoch2)
-    ckpt = tmp_path / "ckpt"
-    assert cli.main(common + ["--checkpoint", str(ckpt), "--checkpoint-every", "1",
-                              "--json", str(tmp_path / "interrupted.json")]) == 130
-    assert json.loads((tmp_path / "interrupted.json").read_text())["interrupted"] is True
-    assert load_checkpoint(ckpt)["step"] == 2
-    monkeypatch.undo()
-    assert cli.main(common + ["--resume", str(ckpt), "--json", str(tmp_path / "resumed.json")]) == 0
+    full, _, resumed = full_interrupted_resumed(common, tmp_path, monkeypatch)
     capsys.readouterr()
-    full = json.loads((tmp_path / "full.json").read_text())
-    resumed = json.loads((tmp_path / "resumed.json").read_text())
-    assert resumed["resumed_from_step"] == 2 and not resumed["interrupted"]
     for key in ("distortion", "usage", "recall_at", "loss_terms"):
         assert resumed[key] == full[key], key
     assert [h["step"] for h in resumed["history"]] == [3, 4]
     without_time = [{k: v for k, v in h.items() if k != "elapsed"} for h in full["history"][2:]]
     assert [{k: v for k, v in h.items() if k != "elapsed"} for h in resumed["history"]] == without_time
-    assert load_checkpoint(ckpt)["step"] == 4  # --resume keeps checkpointing into its directory
+    assert load_checkpoint(tmp_path / "ckpt")["step"] == 4  # --resume keeps checkpointing into its directory

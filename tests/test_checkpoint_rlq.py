@@ -4,19 +4,18 @@ codebooks, the best codes so far, both networks, both Adam states (with the deca
 rate), the decayed entropy coefficient, the running return statistics, the stage and every RNG."""
 from __future__ import annotations
 
-import json
 import pickle
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-from explorer import cli, data
+from explorer import data
 from explorer.checkpoint import Checkpointer, load_checkpoint
-from explorer.commands import train as train_command
 from explorer.events import STOP, Step
 from explorer.methods.rlq import RLQ
+
+from cli_resume import full_interrupted_resumed
 
 # small: 4 stages on 600 × 16 vectors, M = 3 codebooks of 32 codewords, 3 minibatches per pass
 SETTINGS = dict(n_subspaces=3, n_codewords=32, n_iter=4, batch_size=200, init_iter=3, references=False,
@@ -101,24 +100,7 @@ def test_cli_ctrl_c_with_checkpoint_then_resume_matches_an_uninterrupted_run(X, 
     np.save(tmp_path / "base.npy", X)
     common = ["train", "--method", "rlq", "--data", str(tmp_path / "base.npy"), "--n-queries", "50", "-M", "3",
               "-K", "32", "--iters", "4", "--seed", "7", "--no-references", "--quiet"]
-    assert cli.main(common + ["--json", str(tmp_path / "full.json")]) == 0
-
-    class CtrlCAfterStage2(Checkpointer):  # the user presses Ctrl-C once stage 2 is saved
-        def __call__(self, event):
-            super().__call__(event)
-            if isinstance(event, Step) and event.step == 2:
-                signal.raise_signal(signal.SIGINT)
-
-    monkeypatch.setattr(train_command, "Checkpointer", CtrlCAfterStage2)
-    ckpt = tmp_path / "ckpt"
-    assert cli.main(common + ["--checkpoint", str(ckpt), "--checkpoint-every", "1",
-                              "--json", str(tmp_path / "interrupted.json")]) == 130
-    assert load_checkpoint(ckpt)["step"] == 2
-    monkeypatch.undo()
-    assert cli.main(common + ["--resume", str(ckpt), "--json", str(tmp_path / "resumed.json")]) == 0
+    full, _, resumed = full_interrupted_resumed(common, tmp_path, monkeypatch)
     capsys.readouterr()
-    full = json.loads((tmp_path / "full.json").read_text())
-    resumed = json.loads((tmp_path / "resumed.json").read_text())
-    assert resumed["resumed_from_step"] == 2 and not resumed["interrupted"]
     for key in ("distortion", "usage", "recall_at", "policy_distortion"):
         assert resumed[key] == full[key], key

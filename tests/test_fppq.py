@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from explorer import cli, data, metrics
+from explorer import cli, data
 from explorer.errors import InvalidParameter
-from explorer.events import Note, Recorder, Step
+from explorer.events import Recorder, Step
 from explorer.methods.fppq import FPPQ, _best_free_tuple, bernoulli_labels, code_costs, make_pq_labels
 from explorer.methods.pq import PQ
 from explorer.report import evaluate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-import pytest
 
 from explorer import data, methods
 from explorer.events import Recorder, Step

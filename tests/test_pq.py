@@ -1,5 +1,4 @@
 """PQ: training behaviour and parity with faiss ProductQuantizer."""
-import faiss
 import numpy as np
 import pytest
 
@@ -81,7 +80,6 @@ def test_sdc_ranks_like_adc_roughly(digits):
     gt = data.ground_truth(digits)
     _, adc = pq.search(digits.queries, codes, 100)
     _, sdc = search.sdc_search(pq, pq.encode(digits.queries), codes, 100)
-    exact = faiss.IndexFlatL2(64)
     assert metrics.recall_at(sdc, gt, 10) > 0.8
     assert metrics.recall_at(adc, gt, 10) >= metrics.recall_at(sdc, gt, 10)  # ADC is the more accurate one
 
