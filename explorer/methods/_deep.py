@@ -35,6 +35,7 @@ refreshes them in ``_load_extra_state`` after calling ``super()``.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 import torch
@@ -76,6 +77,14 @@ class DeepQuantizer(Quantizer):
     backbone : "auto" (CNN for square images, MLP otherwise), "cnn", "mlp" or "linear".
     image_shape : (h, w) of image inputs; None infers it from d (64 → 8×8, 784 → 28×28).
     """
+
+    @classmethod
+    def _embedding_for(cls, n_subspaces: int) -> int:
+        """D for M = ``n_subspaces`` in a code-length grid: the default ``embedding_dim`` rounded
+        down to a multiple of M (at least M) — Klein & Wolf's rule, "when U is not divisible by M,
+        we discard a few units so that M would divide U"."""
+        default = inspect.signature(cls.__init__).parameters["embedding_dim"].default or n_subspaces
+        return max(1, default // n_subspaces) * n_subspaces
 
     def _embedding_size(self) -> int:
         """D, the embedding size in use: ``embedding_dim`` here; a method may derive it when the
