@@ -12,10 +12,10 @@ def test_one_curve_per_method_sorted_by_bits_references_dashed():
     view = RecallBitsView(measure="1-recall@10")
     view.add_row(row("pq", 64, 0.9))
     view.add_row(row("pq", 32, 0.7))
-    view.add_rows([row("faiss PQ", 32, 0.72, reference=True), row("faiss PQ", 16, 0.5, reference=True)])
+    view.add_rows([row("faiss-pq", 32, 0.72, reference=True), row("faiss-pq", 16, 0.5, reference=True)])
     pq, ref = view.figure.data
     assert (pq.name, list(pq.x), list(pq.y)) == ("pq", [32, 64], [0.7, 0.9])
-    assert (ref.name, list(ref.x), list(ref.y)) == ("faiss PQ (reference)", [16, 32], [0.5, 0.72])
+    assert (ref.name, list(ref.x), list(ref.y)) == ("faiss-pq (reference)", [16, 32], [0.5, 0.72])
     assert ref.line.dash == "dash" and pq.line.dash == "solid"
 
 

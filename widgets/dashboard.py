@@ -77,6 +77,8 @@ def result_row(quantizer, ds, gt=None) -> dict:
 def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed: int = 1234) -> list[dict]:
     """Rows of faiss PQ and OPQ (``explorer.search.faiss_reference``) trained on ``ds.base``.
 
+    Named as :mod:`explorer.sweep` names them (``faiss-pq``, ``faiss-opq``, ``"reference": True``).
+
     One row per kind and M in ``subspaces[kind]`` that divides the dimension; K must be a power
     of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries.
     """
@@ -94,7 +96,7 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
                 index = faiss_reference(kind, base, M, n_codewords, seed=seed)
             index.add(base)
             _, ranking = index.search(queries, k)
-            rows.append({"method": f"faiss {kind.upper()}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
+            rows.append({"method": f"faiss-{kind}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
                          "codewords": n_codewords, "recall_at": recalls(ranking, gt, RECALL_AT),
                          "map": mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
                          "reference": True})

@@ -7,7 +7,8 @@ Each point is one *result row*, the same record the sweep streams::
 
 ``recall_at[R]`` is 1-recall@R (the fraction of queries whose exact nearest neighbour is in the
 first R results of ADC search); ``map`` is mean average precision with class labels as relevance
-(None without labels). Reference rows (faiss's own PQ and OPQ on the same data) are drawn dashed.
+(None without labels). Reference rows (faiss's own quantizers on the same data, named as the sweep
+names them: ``faiss-pq``, ``faiss-opq``, … with ``"reference": True``) are drawn dashed.
 """
 from __future__ import annotations
 
