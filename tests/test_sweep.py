@@ -109,6 +109,7 @@ def test_rows_stream_as_events_and_stop_ends_the_sweep(digits):
     event = seen[0]
     assert isinstance(event, SweepRow) and event.kind == "sweep_row" and event.row is rows[0]
     assert event.quantizer is not None and event.quantizer.n_subspaces == 2
+    assert event.events is None  # nothing recorded unless record_steps asks
     assert json.loads(json.dumps(event.to_dict())) == {"kind": "sweep_row", "row": rows[0]}
 
 

@@ -31,6 +31,9 @@ def test_blocking_fit_fills_every_view_and_adds_recall_rows():
     dash.fit(n_iter=3)
     assert len([r for r in dash.recall.rows if not r["reference"]]) == 2
     assert len([r for r in dash.recall.rows if r["reference"]]) == n_refs
+    # each fit is recorded with its row: opening pq at 16 bits shows the latest run, as the live views did
+    usage, collapse = dash.recall.open_run("pq", 16)
+    assert (usage.usage == dash.usage.usage).all() and collapse.steps == [1, 2, 3]
 
 
 def test_start_while_running_is_refused_and_stop_keeps_the_model():

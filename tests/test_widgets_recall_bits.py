@@ -31,3 +31,28 @@ def test_measure_switch_and_rows_without_map():
 def test_a_row_missing_keys_is_refused_with_their_names():
     with pytest.raises(ValueError, match="lacks bits, reference"):
         RecallBitsView().add_row({"method": "pq", "subspaces": 8, "codewords": 256, "recall_at": {}, "map": None})
+
+
+def test_open_run_and_a_click_show_that_runs_usage_and_collapse(digits):
+    from plotly.callbacks import Points
+
+    from explorer.sweep import sweep
+
+    view = RecallBitsView()
+    events = {}
+    sweep(digits, ["pq"], [16, 32], references=("pq",), overrides={"n_iter": 4}, record_steps=3,
+          callbacks=[view, lambda e: events.setdefault((e.row["method"], e.row["bits"]), e.events)])
+    assert events[("faiss-pq", 16)] is None and set(view.runs) == {("pq", 16), ("pq", 32)}
+    usage, collapse = view.open_run("pq", 32)
+    recorded = events[("pq", 32)]
+    assert view.opened == ("pq", 32) and usage.usage.shape == (4, 256) and len(usage.figure.data) == 8
+    assert (usage.usage == recorded.last.usage).all() and collapse.steps == [2, 3, 4]  # the last 3 recorded steps
+    shown = view.run_box.children
+    assert usage.figure in shown[1].children and collapse.figure in shown[2].children
+    # a click on the 16-bit point of pq's curve (trace 0) opens that run in the same two views
+    trace = view.figure.data[0]
+    trace._dispatch_on_click(Points(point_inds=[0], xs=[16], ys=[trace.y[0]], trace_name="pq", trace_index=0), None)
+    assert view.opened == ("pq", 16) and (view.usage, view.collapse) == (usage, collapse)
+    assert usage.usage.shape == (2, 256) and (usage.usage == events[("pq", 16)].last.usage).all()
+    with pytest.raises(ValueError, match="method='opq' at bits=16"):
+        view.open_run("opq", 16)
