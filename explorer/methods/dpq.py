@@ -197,17 +197,18 @@ class DPQ(DeepQuantizer):
     # ------------------------------------------------------------------ parameters
     @classmethod
     def grid_for_bits(cls, bits: int, dim: int) -> dict:
-        """Klein & Wolf's settings: K=64 and M=bits/6 (CIFAR-10, 12–48 bits), else K=256 and M=bits/8 (ImageNet, 64 bits); D rounded down to a multiple of M.
+        """K=64, M=bits/6 as in Klein & Wolf's CIFAR-10 table (12–48 bits), else K=256, M=bits/8 (ImageNet).
 
         The paper uses K=64 for every length of its CIFAR-10 table and K=256 for its 64-bit
         ImageNet code, so lengths divisible by 6 get K=64 and the other multiples of 8 get K=256.
+        D is the default ``embedding_dim`` rounded down to a multiple of M (the paper's rule).
         Raises :class:`InvalidParameter` naming ``bits`` for other lengths.
         """
         if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool) and bits >= 6 and bits % 6 == 0:
             M, K = int(bits) // 6, 64
         else:
             M, K = check_bits(bits, 8, "K=64 at 6 bits or K=256 at 8 bits per subspace",
-                                  "use a positive multiple of 6 or 8, e.g. 24, 32 or 48") // 8, 256
+                              "use a positive multiple of 6 or 8, e.g. 24, 32 or 48") // 8, 256
         return {"n_subspaces": M, "n_codewords": K, "embedding_dim": cls._embedding_for(M)}
 
     def _validate(self, X, y):

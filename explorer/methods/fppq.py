@@ -409,9 +409,9 @@ class FPPQ(DeepQuantizer):
     # ----------------------------------------------------------------- validation
     @classmethod
     def grid_for_bits(cls, bits: int, dim: int) -> dict:
-        """Liang et al.'s setting: "8 bits per segment", K=256 and M=bits/8 (16, 32, 64, 128 bits → M=2, 4, 8, 16); D rounded down to a multiple of M.
+        """K=256, M=bits/8: Liang et al.'s "8 bits per segment" (16, 32, 64, 128 bits → M=2, 4, 8, 16).
 
-        Raises :class:`InvalidParameter` naming ``bits`` when it is not a positive multiple of 8.
+        D is the default ``embedding_dim`` rounded down to a multiple of M. Raises :class:`InvalidParameter` naming ``bits`` when it is not a positive multiple of 8.
         """
         M = check_bits(bits, 8, "8 bits per segment, K=256") // 8
         return {"n_subspaces": M, "n_codewords": 256, "embedding_dim": cls._embedding_for(M)}

@@ -300,7 +300,7 @@ class RLQ(Quantizer):
     # ----------------------------------------------------------------- validation
     @classmethod
     def grid_for_bits(cls, bits: int, dim: int) -> dict:
-        """Zhu et al.'s setting: M additive codebooks of K=256 codewords, M=bits/8 (16 bits = "2 sub-codebooks, 256 codewords for each").
+        """M=bits/8 additive codebooks of K=256, as in Zhu et al.'s supplement (16 bits = 2 sub-codebooks of 256).
 
         Codebooks are full-dimensional, so any M suits any d. Raises :class:`InvalidParameter`
         naming ``bits`` when it is not a positive multiple of 8.
