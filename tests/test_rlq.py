@@ -9,7 +9,7 @@ import torch
 from explorer import cli, data, diagnostics, methods, search
 from explorer.errors import InvalidParameter
 from explorer.events import Recorder
-from explorer.methods.rlq import RLQ, icm_refine, solve_codebooks
+from explorer.methods.rlq import RLQ, icm_refine, inverse_cdf, solve_codebooks
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,15 @@ def test_train_cli_with_the_ablation_flags_writes_the_report(tmp_path):
 def test_bad_parameters_name_the_parameter(small, params, words):
     with pytest.raises(InvalidParameter, match=words.replace("(", r"\(").replace(")", r"\)")):
         RLQ(**{"n_iter": 1, **params}).fit(small.base)
+
+
+def test_gpu_sampler_draws_from_the_policy_distribution():
+    """On an accelerator codes are drawn by inverting the CDF with uniforms from the seeded CPU
+    generator (multinomial cannot take a CPU generator there); checked here on CPU tensors: the
+    frequencies follow the probabilities and a zero-probability codeword is never drawn."""
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.1, 0.1, 0.1, 0.7]]).repeat_interleave(20000, dim=0)
+    u = torch.rand((len(probs), 1), generator=torch.Generator().manual_seed(0))
+    k = inverse_cdf(probs * 3.0, u)  # unnormalised rows work too
+    freq = torch.stack([torch.bincount(k[:20000], minlength=4), torch.bincount(k[20000:], minlength=4)]) / 20000
+    np.testing.assert_allclose(freq.numpy(), probs[[0, 20000]].numpy(), atol=0.015)
+    assert freq[0, 1] == 0

@@ -11,7 +11,8 @@ on the training set (``input_mean_``, ``input_scale_``), so digits (0–16) and 
 (0–1) reach the network on the same footing.
 
 Checkpoints (``pqx train --checkpoint/--resume``, ``fit(X, resume=state)``) are handled here once
-for every deep method. A method opts in with three things:
+for every deep method, on top of :class:`~explorer.methods._torch_state.TorchTrainingState` (the
+optimizer/scheduler/RNG save-and-restore it shares with RLQ). A method opts in with three things:
 
 1. ``supports_checkpoint = True`` and, in ``checkpoint_attrs``, the fitted arrays the network
    cannot be rebuilt without (DPQ: ``("classes_",)``; leave ``codebooks_`` out where it is a
@@ -44,7 +45,8 @@ from torch import nn
 from ..backbones import BACKBONES, infer_image_shape
 from ..errors import InvalidParameter
 from ..validation import check_float, check_int
-from .base import Option, Quantizer, resolve_device
+from ._torch_state import TorchTrainingState, state_copy  # noqa: F401  (state_copy: re-exported)
+from .base import Option, Quantizer
 
 DEEP_OPTIONS = (
     Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
@@ -54,22 +56,7 @@ DEEP_OPTIONS = (
 )
 
 
-def state_copy(obj):
-    """A copy of a (nested) ``state_dict()`` with every tensor detached and cloned to the CPU.
-
-    Module and optimizer state dicts hold the live tensors that training updates in place; a
-    checkpoint taken mid-fit must not follow them. Plain values are deep-copied.
-    """
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: state_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(state_copy(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-class DeepQuantizer(Quantizer):
+class DeepQuantizer(TorchTrainingState, Quantizer):
     """Base of the deep methods. Parameters shared by all of them:
 
     embedding_dim : D, the embedding size; must be divisible by n_subspaces.
@@ -77,6 +64,9 @@ class DeepQuantizer(Quantizer):
     backbone : "auto" (CNN for square images, MLP otherwise), "cnn", "mlp" or "linear".
     image_shape : (h, w) of image inputs; None infers it from d (64 → 8×8, 784 → 28×28).
     """
+
+    training_state_keys = ("optimizer", "scheduler")
+    network_attrs = ("model_",)
 
     @classmethod
     def _embedding_for(cls, n_subspaces: int) -> int:
@@ -137,13 +127,7 @@ class DeepQuantizer(Quantizer):
         consumed, so a later call in the same fit (FPPQ's second phase) starts fresh. Call it
         right before the epoch loop, after everything that draws from the seeded generators.
         """
-        self._optimizer, self._scheduler = optimizer, scheduler
-        if getattr(self, "_resume_state", None) is None:
-            return 0
-        start = self._resume_from()  # arrays, then _load_extra_state
-        self._restore_rngs()
-        self._resume_state = None
-        return start
+        return self._start_training(optimizer=optimizer, scheduler=scheduler)
 
     def _extra_state(self) -> dict:
         """Model, optimizer and LR-scheduler ``state_dict()`` (CPU copies), input standardisation, ``history_``."""
@@ -163,9 +147,7 @@ class DeepQuantizer(Quantizer):
             with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
                 self.model_ = self._make_model(int(self.dim_), torch.Generator()).to(self.device_)
         self.model_.load_state_dict(extra["model"])
-        for live, key in ((getattr(self, "_optimizer", None), "optimizer"), (getattr(self, "_scheduler", None), "scheduler")):
-            if live is not None and extra.get(key) is not None:
-                live.load_state_dict(state_copy(extra[key]))
+        self._load_training_states(extra)
         if extra.get("history") is not None:
             self.history_ = copy.deepcopy(list(extra["history"]))
 
@@ -177,46 +159,8 @@ class DeepQuantizer(Quantizer):
         model can still resume the training.
         """
         super().load_state_dict(state)
-        self._data_digest = dict(state["data"])
-        self._check_resumable(state)  # same method and parameters (the data is the checkpoint's own)
-        self.device_ = resolve_device(self.device)
-        self.model_, self._optimizer, self._scheduler = None, None, None
-        self._load_extra_state(state["extra"])
         self.model_.eval()
-        self._after_fit = state_copy({"optimizer": state["extra"].get("optimizer"),
-                                      "scheduler": state["extra"].get("scheduler"), "rng": state["rng"]})
         return self
-
-    def fit(self, X, y=None, **kwargs) -> "DeepQuantizer":
-        """As :meth:`Quantizer.fit`. When it returns, the model keeps copies of the optimizer,
-        scheduler and RNG states instead of the objects (a scheduler's lambda does not pickle,
-        and the global RNG is the caller's again), so ``state_dict()`` taken after a stopped
-        fit — the dashboard's Stop — still resumes it exactly."""
-        previous, self._after_fit = getattr(self, "_after_fit", None), None
-        self._optimizer = self._scheduler = None
-        try:
-            return super().fit(X, y, **kwargs)
-        finally:
-            if self.supports_checkpoint and self._optimizer is not None:  # this fit reached its training loop
-                self._after_fit = {**self._training_states(), "rng": self._rng_states()}
-            else:  # refused before training (bad input): the previous model and its states stand
-                self._after_fit = previous
-            self._optimizer = self._scheduler = None
-
-    def _training_states(self) -> dict:
-        """CPU copies of the registered optimizer's and scheduler's ``state_dict()``: live during
-        a fit, the copies taken when it ended afterwards."""
-        if getattr(self, "_run", None) is None and getattr(self, "_after_fit", None) is not None:
-            return {k: state_copy(self._after_fit[k]) for k in ("optimizer", "scheduler")}
-        opt, sched = getattr(self, "_optimizer", None), getattr(self, "_scheduler", None)
-        return {"optimizer": None if opt is None else state_copy(opt.state_dict()),
-                "scheduler": None if sched is None else state_copy(sched.state_dict())}
-
-    def _rng_states(self) -> dict:
-        """As :meth:`Quantizer._rng_states` during a fit; after it, the states the fit ended with."""
-        if getattr(self, "_run", None) is None and getattr(self, "_after_fit", None) is not None:
-            return state_copy(self._after_fit["rng"])
-        return super()._rng_states()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

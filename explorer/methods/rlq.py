@@ -83,10 +83,17 @@ Where the supplement is silent, our choices:
 
 Fitted attributes: ``codebooks_`` (M, K, d) float32; ``policy_`` and ``value_`` (torch
 ``ModuleList`` of M blocks); ``scale_`` float; ``temperatures_`` (M floats); ``history_`` list
-of per-stage loss dicts.
+of per-stage loss dicts. Kept for checkpoints (``state_dict()`` also after a stopped fit): the
+last stage's codebooks, the best codes per training vector, α and the return statistics.
+
+Checkpoints and devices: ``fit(X, resume=state)`` restores everything a stage depends on
+(:meth:`RLQ._extra_state`) plus the RNG states, skipping the k-means init, and reaches the codes
+of an uninterrupted fit bit for bit on the CPU. Networks and training/encoding tensors live on
+``device``; search, ``reconstruct`` and the faiss export work on numpy arrays.
 """
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -98,6 +105,7 @@ from ..events import EmbeddingSample
 from ..kmeans import assign_nearest, init_random_points, lloyd
 from ..validation import MAX_CODEWORDS, check_codes, check_float, check_int, code_dtype
 from . import register
+from ._torch_state import TorchTrainingState, state_copy
 from .base import Option, Quantizer, check_bits
 from .pq import subsample
 
@@ -151,12 +159,43 @@ class _RunningStd:
     def std(self) -> float:
         return float(np.sqrt(self.m2 / max(self.n, 1))) + 1e-8
 
+    def state(self) -> dict:
+        """(n, mean, m2) as plain numbers, for checkpoints."""
+        return {"n": int(self.n), "mean": float(self.mean), "m2": float(self.m2)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "_RunningStd":
+        out = cls()
+        out.n, out.mean, out.m2 = int(state["n"]), float(state["mean"]), float(state["m2"])
+        return out
+
 
 # --------------------------------------------------------------------------- additive-code helpers
 def additive_reconstruct(codebooks: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """Σ_m C_m[k_m]: codebooks (M, K, d), codes (n, M) int64 → (n, d)."""
     M = codebooks.shape[0]
-    return codebooks[torch.arange(M)[None, :], codes].sum(1)
+    return codebooks[torch.arange(M, device=codebooks.device)[None, :], codes].sum(1)
+
+
+def sample_categorical(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One code per row of ``probs`` (n, K) → (n,) int64, drawn from the CPU generator ``gen``.
+
+    On the CPU this is ``torch.multinomial``. On an accelerator a CPU generator cannot drive
+    ``multinomial``, so one uniform per row is drawn from ``gen`` on the CPU (n floats moved to
+    the device) and inverted through the row's CDF: the same distribution, and every random
+    number still comes from the seeded, checkpointed generator.
+    """
+    if probs.device.type == "cpu":
+        return torch.multinomial(probs, 1, generator=gen)[:, 0]
+    u = torch.rand((len(probs), 1), generator=gen, dtype=probs.dtype).to(probs.device)
+    return inverse_cdf(probs, u)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the index k (n,) int64 with cdf[k−1] < u·cdf[K−1] ≤ cdf[k]: a draw from the
+    categorical ``probs`` (n, K) (≥ 0, rows need not sum to 1) given uniforms ``u`` (n, 1) in [0, 1)."""
+    cdf = probs.cumsum(1)
+    return (cdf < u * cdf[:, -1:]).sum(1).clamp_max(probs.shape[1] - 1)
 
 
 def solve_codebooks(X: torch.Tensor, codes: torch.Tensor, previous: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -167,15 +206,24 @@ def solve_codebooks(X: torch.Tensor, codes: torch.Tensor, previous: torch.Tensor
     """
     n, d = X.shape
     M, K, _ = previous.shape
-    flat = codes + torch.arange(M, dtype=torch.int64)[None, :] * K  # (n, M) rows of B that are 1
+    flat = codes + torch.arange(M, dtype=torch.int64, device=codes.device)[None, :] * K  # (n, M) rows of B that are 1
     pairs = (flat[:, :, None] * (M * K) + flat[:, None, :]).reshape(-1)
     gram = torch.bincount(pairs, minlength=(M * K) ** 2).reshape(M * K, M * K).double()
-    rhs = torch.zeros((M * K, d), dtype=torch.float64)
+    rhs = torch.zeros((M * K, d), dtype=torch.float64, device=X.device)
     rhs.index_add_(0, flat.reshape(-1), X.double().repeat_interleave(M, dim=0))
     lam = ridge * n / (M * K)
     gram.diagonal().add_(lam)
     rhs += lam * previous.reshape(M * K, d).double()
-    return torch.linalg.solve(gram, rhs).float().reshape(M, K, d)
+    return column_major(torch.linalg.solve(gram, rhs).float().reshape(M, K, d))
+
+
+def column_major(C: torch.Tensor) -> torch.Tensor:
+    """C (M, K, d) stored as a column-major (M·K, d) matrix — the layout LAPACK's solve returns,
+    so this is a no-op on :func:`solve_codebooks`' result. Training keeps its codebooks in this
+    one layout because CPU matmul kernels round differently for different layouts: a resumed fit
+    must compute with the very layout of an uninterrupted one to reach bit-identical codes."""
+    M, K, d = C.shape
+    return C.reshape(M * K, d).T.contiguous().T.reshape(M, K, d)
 
 
 def icm_refine(X: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, n_rounds: int) -> torch.Tensor:
@@ -215,7 +263,7 @@ def residual_kmeans(X: torch.Tensor, n_subspaces: int, n_codewords: int, n_iter:
 
 # --------------------------------------------------------------------------- the method
 @register
-class RLQ(Quantizer):
+class RLQ(TorchTrainingState, Quantizer):
     """Additive quantizer (M codebooks of K d-dim codewords) with an RL-trained sequential encoder.
 
     Parameters
@@ -242,13 +290,22 @@ class RLQ(Quantizer):
     references : add faiss PQ/OPQ/RQ/LSQ reference rows to the ``pqx train`` report.
     ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
     max_train_points : train on at most this many vectors (seeded subsample); None = all.
-    device : accepted for API compatibility and validated by the base class, but RLQ trains and
-        encodes on the CPU whatever it says (its networks are small; GPU support not done).
+    device : torch device of the networks and of every tensor of training and encoding ("cpu",
+        "cuda", "mps", "auto"). Sampling draws its random numbers from the seeded CPU generator
+        on any device (see :func:`sample_categorical`); GPU runs are not bit-reproducible
+        (cuBLAS/cumsum reductions), CPU runs are.
+
+    Checkpoints: ``fit(X, resume=state)`` / ``pqx train --checkpoint/--resume`` continue from the
+    stage of ``state`` (see :meth:`_extra_state` for what it holds) and end, on the CPU, with
+    the codes of an uninterrupted fit with the same seed.
 
     Fitted attributes: ``codebooks_`` (M, K, d) float32, ``policy_``, ``value_``, ``scale_``.
     """
 
     name = "rlq"
+    supports_checkpoint = True
+    training_state_keys = ("policy_optimizer", "value_optimizer")  # Adam states; their lr carries the decay
+    network_attrs = ("policy_", "value_")
     title = "RL multi-codebook quantization"
     paper = "Zhu, Song, Gao et al., Revisiting Multi-Codebook Quantization (supplement)"
     cli_options = (
@@ -345,17 +402,17 @@ class RLQ(Quantizer):
         n = len(X)
         M = self.n_subspaces
         residual = X.clone()
-        codes = torch.empty((n, M), dtype=torch.int64)
+        codes = torch.empty((n, M), dtype=torch.int64, device=X.device)
         states, logps, values, errors = [], [], [], [(X * X).sum(1)]
         self.policy_.eval()
         self.value_.eval()
         with torch.no_grad():
             for m in range(M):
                 s = residual / self.scale_
-                logits = self._logits(m, s, residual)
+                logits = self._logits(m, s, residual, C)
                 if sample:
                     logp_all = torch.log_softmax(logits, dim=1)
-                    k = torch.multinomial(logp_all.exp(), 1, generator=gen)[:, 0]
+                    k = sample_categorical(logp_all.exp(), gen)
                     states.append(s)
                     logps.append(logp_all.gather(1, k[:, None])[:, 0])
                     values.append(self.value_[m](s)[:, 0])
@@ -393,8 +450,8 @@ class RLQ(Quantizer):
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
-            X = torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32))
-            out[start:start + batch] = self._encode_tensor(X, refine).numpy()
+            X = torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)).to(self._device)
+            out[start:start + batch] = self._encode_tensor(X, refine).cpu().numpy()
         return out
 
     def policy_codes(self, X) -> np.ndarray:
@@ -486,46 +543,70 @@ class RLQ(Quantizer):
         """Sample for the embedding views: subvectors[m] (M, s, d) are the residuals codebook m
         quantizes (the state at step m), codes (s, M) the greedy policy's, codebooks (M, K, d)."""
         rows = np.linspace(0, len(Z) - 1, num=min(size, len(Z))).astype(np.int64)
-        X = torch.from_numpy(np.asarray(Z[rows], dtype=np.float32))
+        X = torch.from_numpy(np.asarray(Z[rows], dtype=np.float32)).to(self._device)
         codes = self._encode_tensor(X, refine=False)
         C = self._codebooks_t
         residual, subs = X.clone(), []
         for m in range(self.n_subspaces):
             subs.append(residual.clone())
             residual -= C[m][codes[:, m]]
-        return EmbeddingSample(subvectors=torch.stack(subs).numpy(), codes=codes.numpy().astype(np.int64),
+        return EmbeddingSample(subvectors=torch.stack(subs).cpu().numpy(), codes=codes.cpu().numpy().astype(np.int64),
                                codebooks=np.array(self.codebooks_))
 
     @property
+    def _device(self) -> torch.device:
+        """The device of networks and tensors: ``device_`` (set by ``fit``/``load_state_dict``), else the CPU."""
+        device = getattr(self, "device_", None)
+        return torch.device("cpu") if device is None else device
+
+    @property
     def _codebooks_t(self) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self.codebooks_, dtype=np.float32))
+        """``codebooks_`` (M, K, d) as a float32 tensor on the device (a view of it on the CPU)."""
+        return torch.from_numpy(np.asarray(self.codebooks_, dtype=np.float32)).to(self._device)
 
     # ----------------------------------------------------------------- training
     def _set_codebooks(self, C: torch.Tensor) -> None:
-        self.codebooks_ = np.ascontiguousarray(C.numpy(), dtype=np.float32)
+        self.codebooks_ = np.ascontiguousarray(C.detach().cpu().numpy(), dtype=np.float32)
+
+    def _make_networks(self, dim: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """Policy and value blocks (one per codebook) for ``dim``-dim inputs, on the device; init
+        draws from torch's global RNG (seeded by :meth:`_generators`)."""
+        M, K = self.n_subspaces, self.n_codewords
+        policy = nn.ModuleList(IndepBlock(dim, K, width=self.width, dropout=self.dropout, zero_head=self.distance_prior)
+                               for _ in range(M))
+        value = nn.ModuleList(IndepBlock(dim, 1, width=self.width, dropout=self.dropout) for _ in range(M))
+        return policy.to(self._device), value.to(self._device)
 
     def _fit(self, X, y, run):
         gen, rng = self._generators()
-        Xt = torch.from_numpy(np.ascontiguousarray(subsample(X, self.max_train_points, rng)))
+        Xt = torch.from_numpy(np.ascontiguousarray(subsample(X, self.max_train_points, rng))).to(self._device)
         n, d = Xt.shape
         M, K = self.n_subspaces, self.n_codewords
         self.scale_ = float(torch.sqrt((Xt * Xt).mean()).clamp_min(1e-12))
-        self.policy_ = nn.ModuleList(IndepBlock(d, K, width=self.width, dropout=self.dropout, zero_head=self.distance_prior) for _ in range(M))
-        self.value_ = nn.ModuleList(IndepBlock(d, 1, width=self.width, dropout=self.dropout) for _ in range(M))
-
-        C, rq_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
-        self._set_codebooks(C)
-        run.note("init", f"residual k-means codebooks, error {float(((Xt - additive_reconstruct(C, rq_codes)) ** 2).sum(1).mean()):.4g}")
-        rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
-        self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in rq_err]
-
-        memory = rq_codes
+        self.policy_, self.value_ = self._make_networks(d)
         opt_pi = torch.optim.Adam(self.policy_.parameters(), lr=self.lr)
         opt_v = torch.optim.Adam(self.value_.parameters(), lr=self.lr)
-        alpha = self.entropy_coef if self.entropy else 0.0
-        ret_std = _RunningStd()
-        self.history_ = []
-        for stage in range(1, self.n_iter + 1):
+
+        resumed = getattr(self, "_resume_state", None) is not None
+        if not resumed:  # a resumed fit takes all of this from the checkpoint
+            C, rq_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
+            self._set_codebooks(C)
+            rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
+            self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in rq_err]
+            self._stage_codebooks = self.codebooks_  # the codebooks training continues from (not the final ones)
+            self._memory = rq_codes  # best codes known per training vector
+            self._alpha = self.entropy_coef if self.entropy else 0.0
+            self._ret_std = _RunningStd()
+            self.history_ = []
+            run.note("init", f"residual k-means codebooks, error {float(rq_err[-1]):.4g}")
+        start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's stage
+        if resumed:  # the stage's codebooks, in the layout solve_codebooks gave them (see column_major)
+            C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
+            self._set_codebooks(C)
+            self._stage_codebooks = self.codebooks_
+        else:
+            C = self._codebooks_t
+        for stage in range(start + 1, self.n_iter + 1):
             # ---- sampling stage
             C_sample = C
             codes, states, logp_old, v_old, errors = self._policy_codes(Xt, sample=True, gen=gen)
@@ -537,13 +618,14 @@ class RLQ(Quantizer):
             # it makes E non-increasing, see the module docstring).
             greedy = self._policy_codes(Xt)
             greedy_error = float(((Xt - additive_reconstruct(C, greedy)) ** 2).sum(1).mean())
-            memory = self._best_codes(Xt, C, [memory, greedy])
-            C = solve_codebooks(Xt, memory, C, self.ridge)
+            self._memory = self._best_codes(Xt, C, [self._memory, greedy])
+            C = solve_codebooks(Xt, self._memory, C, self.ridge)
             self._set_codebooks(C)
-            error = float(((Xt - additive_reconstruct(C, memory)) ** 2).sum(1).mean())
+            self._stage_codebooks = self.codebooks_
+            error = float(((Xt - additive_reconstruct(C, self._memory)) ** 2).sum(1).mean())
             if self.return_norm:
-                ret_std.update(returns.numpy())
-                targets = returns / ret_std.std
+                self._ret_std.update(returns.cpu().numpy())
+                targets = returns / self._ret_std.std
             else:
                 targets = returns
             if self.value_correction:
@@ -552,19 +634,60 @@ class RLQ(Quantizer):
                 advantages = targets - targets.mean(1, keepdim=True)
             # ---- updating stage
             stats = self._ppo_update(states, C_sample, codes.T.contiguous(), logp_old, v_old, targets, advantages,
-                                     alpha, opt_pi, opt_v, gen)
+                                     self._alpha, opt_pi, opt_v, gen)
             for opt in (opt_pi, opt_v):
                 for group in opt.param_groups:
                     group["lr"] *= self.decay
-            alpha *= self.decay
+            self._alpha *= self.decay
             losses = {"total": error, "sampled": sampled_error, "greedy": greedy_error, **stats}
             self.history_.append({"stage": stage, **losses})
-            if not run.step(stage, losses, n_codewords=K, codes=codes.numpy(),
-                            sample=lambda: self._embedding_sample(Xt.numpy())):
+            if not run.step(stage, losses, n_codewords=K, codes=codes.cpu().numpy(),
+                            sample=lambda: self._embedding_sample(Xt.cpu().numpy())):
                 break
         # Final codebooks for the codes encode() gives (our choice, see the module docstring).
         final = self._encode_tensor(Xt)
         self._set_codebooks(solve_codebooks(Xt, final, self._codebooks_t, self.ridge))
+
+    # ----------------------------------------------------------------- checkpoints
+    def _extra_state(self) -> dict:
+        """Training state beyond ``codebooks_`` (which after a fit are the final, re-solved ones):
+        ``policy`` / ``value`` network weights, ``policy_optimizer`` / ``value_optimizer`` Adam
+        states (their ``lr`` holds the decay so far), ``stage_codebooks`` (M, K, d) the codebooks
+        of the last stage, ``codes`` (n_train, M) int64 the best codes known per training vector,
+        ``entropy_coef`` α after its decay, ``return_std`` the running return statistics,
+        ``temperatures``, ``scale`` and ``history``; all CPU copies."""
+        return {"policy": state_copy(self.policy_.state_dict()), "value": state_copy(self.value_.state_dict()),
+                **self._training_states(),
+                "stage_codebooks": np.array(self._stage_codebooks, dtype=np.float32, copy=True),
+                "codes": self._memory.detach().cpu().numpy().astype(np.int64, copy=True),
+                "entropy_coef": float(self._alpha), "return_std": self._ret_std.state(),
+                "temperatures": [float(t) for t in self.temperatures_], "scale": float(self.scale_),
+                "history": copy.deepcopy(list(self.history_))}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        """Restore :meth:`_extra_state`: the networks (built when there are none, without touching
+        the caller's RNG), the registered optimizers when resuming, and the training state."""
+        if getattr(self, "policy_", None) is None or getattr(self, "value_", None) is None:
+            with torch.random.fork_rng(devices=[]):  # the weights are overwritten: leave the caller's RNG alone
+                self.policy_, self.value_ = self._make_networks(int(self.dim_))
+        self.policy_.load_state_dict(extra["policy"])
+        self.value_.load_state_dict(extra["value"])
+        self._load_training_states(extra)
+        self._stage_codebooks = np.array(extra["stage_codebooks"], dtype=np.float32)
+        self._memory = torch.from_numpy(np.array(extra["codes"], dtype=np.int64)).to(self._device)
+        self._alpha = float(extra["entropy_coef"])
+        self._ret_std = _RunningStd.from_state(extra["return_std"])
+        self.temperatures_ = [float(t) for t in extra["temperatures"]]
+        self.scale_ = float(extra["scale"])
+        self.history_ = copy.deepcopy(list(extra["history"]))
+
+    def load_state_dict(self, state: dict) -> "RLQ":
+        """Rebuild a usable model (networks in eval mode, final ``codebooks_``) from a
+        :meth:`state_dict`; return self. Its ``state_dict()`` can still resume the training."""
+        super().load_state_dict(state)
+        self.policy_.eval()
+        self.value_.eval()
+        return self
 
     def _best_codes(self, X: torch.Tensor, C: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
         """Per vector, the candidate codes (n, M) with the lowest error under C, after ICM when ``refinement``."""
@@ -594,7 +717,7 @@ class RLQ(Quantizer):
         sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0}
         count = 0
         for _ in range(self.ppo_epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(states.device)
             for start in range(0, n, self.batch_size):
                 idx = perm[start:start + self.batch_size]
                 pol_loss = val_loss = ent = 0.0
