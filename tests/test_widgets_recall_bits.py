@@ -1,5 +1,6 @@
 import pytest
 
+from explorer.sweep import sweep
 from widgets import RecallBitsView
 
 
@@ -33,11 +34,14 @@ def test_a_row_missing_keys_is_refused_with_their_names():
         RecallBitsView().add_row({"method": "pq", "subspaces": 8, "codewords": 256, "recall_at": {}, "map": None})
 
 
+def click(view, trace: int, point: int) -> None:
+    """Send the message the browser sends when a point is clicked."""
+    x, y = view.figure.data[trace].x[point], view.figure.data[trace].y[point]
+    view.figure._js2py_pointsCallback = {"event_type": "plotly_click", "points": {
+        "xs": [x], "ys": [y], "point_indexes": [point], "trace_indexes": [trace]}}
+
+
 def test_open_run_and_a_click_show_that_runs_usage_and_collapse(digits):
-    from plotly.callbacks import Points
-
-    from explorer.sweep import sweep
-
     view = RecallBitsView()
     events = {}
     sweep(digits, ["pq"], [16, 32], references=("pq",), overrides={"n_iter": 4}, record_steps=3,
@@ -49,10 +53,11 @@ def test_open_run_and_a_click_show_that_runs_usage_and_collapse(digits):
     assert (usage.usage == recorded.last.usage).all() and collapse.steps == [2, 3, 4]  # the last 3 recorded steps
     shown = view.run_box.children
     assert usage.figure in shown[1].children and collapse.figure in shown[2].children
-    # a click on the 16-bit point of pq's curve (trace 0) opens that run in the same two views
-    trace = view.figure.data[0]
-    trace._dispatch_on_click(Points(point_inds=[0], xs=[16], ys=[trace.y[0]], trace_name="pq", trace_index=0), None)
+    # the browser's click message on the 16-bit point of pq's curve (trace 0) opens that run in the same views
+    click(view, trace=0, point=0)
     assert view.opened == ("pq", 16) and (view.usage, view.collapse) == (usage, collapse)
     assert usage.usage.shape == (2, 256) and (usage.usage == events[("pq", 16)].last.usage).all()
+    click(view, trace=1, point=1)  # faiss-pq at 32 bits: a reference has no run to open
+    assert view.opened == ("pq", 16)
     with pytest.raises(ValueError, match="method='opq' at bits=16"):
         view.open_run("opq", 16)
