@@ -25,7 +25,7 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -34,7 +34,7 @@ from . import diagnostics, metrics
 from . import methods as registry
 from .data import Dataset, ground_truth, split_queries
 from .errors import InvalidParameter
-from .events import StopSignal, _Event
+from .events import Recorder, Step, StopSignal, _Event
 from .report import RECALL_AT, evaluate
 from .search import faiss_codes_distortion, faiss_reference
 from .validation import check_int, check_vectors
@@ -50,12 +50,15 @@ ROW_KEYS = ("method", "bits", "subspaces", "codewords", "distortion", "recall_at
 class SweepRow(_Event):
     """One finished run of a sweep: ``row`` is the JSON-ready result dict (see the module doc).
 
-    ``quantizer`` is the fitted model for our methods (None for faiss rows and failed runs), so a
-    view can open that run's usage and collapse views; it is not part of :meth:`to_dict`.
+    ``quantizer`` is the fitted model for our methods (None for faiss rows and failed runs);
+    ``events`` is the run's :class:`~explorer.events.Recorder` (its last ``record_steps`` steps)
+    when the sweep was asked to record, else None — what a view replays to open that run's usage
+    and collapse views. Neither is part of :meth:`to_dict`.
     """
 
     row: dict
     quantizer: Any = field(default=None, compare=False, repr=False)
+    events: Recorder | None = field(default=None, compare=False, repr=False)
     kind = "sweep_row"
 
     def to_dict(self) -> dict:
@@ -193,10 +196,18 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
     return row
 
 
+def record_without_samples(recorder: Recorder) -> Callable:
+    """A callback feeding ``recorder`` steps stripped of embedding samples (another subscriber
+    may ask for them; a run's record keeps usage and losses only, so it stays small)."""
+    def record(event):
+        recorder(replace(event, sample=None) if isinstance(event, Step) and event.sample is not None else event)
+    return record
+
+
 def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[int] | str = (16, 32, 64), *,
           references: Sequence[str] = REFERENCES, random_state: int = 0, n_queries: int = 200,
           overrides: dict | None = None, callbacks: Iterable[Callable] = (), fit_callbacks: Iterable[Callable] = (),
-          stop: StopSignal | None = None) -> list[dict]:
+          stop: StopSignal | None = None, record_steps: int = 0) -> list[dict]:
     """Rows (list of dicts, see the module doc) for every (bits, method) and (bits, reference).
 
     ds: the dataset; without queries, ``n_queries`` base vectors are held out with
@@ -204,12 +215,17 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
     given order, then the faiss references — so every curve of a live view grows together.
     callbacks: receive one :class:`SweepRow` per finished run. fit_callbacks: receive every
     run's training events. stop: a set :class:`StopSignal` ends the current fit after its step
-    and the sweep before the next run (rows so far are returned).
+    and the sweep before the next run (rows so far are returned). record_steps: when > 0, each
+    of our runs is recorded by its own :class:`~explorer.events.Recorder` keeping its last
+    ``record_steps`` steps, handed out as ``SweepRow.events`` (memory stays bounded: at most
+    record_steps (M, K) usage arrays per run); 0 (default) records nothing and leaves fits
+    unobserved, as fast as ``pqx train``.
     """
     names = [methods] if isinstance(methods, str) else list(methods)
     for name in names:
         registry.get(name)  # unknown names fail before any training, with the valid list
     bit_list = parse_bits(bits)
+    record_steps = check_int(record_steps, "record_steps", low=0)
     for kind in references:
         if kind not in REFERENCES:
             raise InvalidParameter(f"unknown faiss reference {kind!r}; use {', '.join(REFERENCES)}")
@@ -217,11 +233,12 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
         ds = split_queries(ds, n_queries, random_state=random_state)
     gt = ground_truth(ds, max(RECALL_AT))
     callbacks = [cb for cb in callbacks if cb is not None]
+    fit_callbacks = [cb for cb in fit_callbacks if cb is not None]  # reused by every run: no one-shot iterators
     rows: list[dict] = []
 
-    def emit(row: dict, quantizer=None) -> None:
+    def emit(row: dict, quantizer=None, events: Recorder | None = None) -> None:
         rows.append(row)
-        event = SweepRow(row=row, quantizer=quantizer)
+        event = SweepRow(row=row, quantizer=quantizer, events=events)
         for cb in callbacks:
             cb(event)
 
@@ -229,8 +246,11 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
         for name in names:
             if stop is not None and stop.is_set():
                 return rows
-            emit(*run_method(name, b, ds, gt, random_state=random_state, overrides=overrides,
-                             fit_callbacks=fit_callbacks, stop=stop))
+            recorder = Recorder(max_steps=record_steps) if record_steps else None
+            run_callbacks = [*fit_callbacks, record_without_samples(recorder)] if recorder is not None else fit_callbacks
+            row, quantizer = run_method(name, b, ds, gt, random_state=random_state, overrides=overrides,
+                                        fit_callbacks=run_callbacks, stop=stop)
+            emit(row, quantizer, recorder if recorder is not None and recorder.started is not None else None)
         for kind in references:
             if stop is not None and stop.is_set():
                 return rows
@@ -251,5 +271,5 @@ def flat_row(row: dict) -> dict:
     return {c: out.get(c) for c in CSV_COLUMNS}
 
 
-__all__ = ["SweepRow", "sweep", "run_method", "run_reference", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
+__all__ = ["SweepRow", "sweep", "record_without_samples", "run_method", "run_reference", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
            "CSV_COLUMNS"]

@@ -13,7 +13,7 @@ from explorer import metrics
 from explorer.cli import main
 from explorer.errors import InvalidParameter
 from explorer.events import StopSignal
-from explorer.methods import get
+from explorer.methods import create, get
 from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, sweep
 
 
@@ -23,6 +23,27 @@ def test_grid_for_bits_default_is_one_byte_per_subspace():
     for bad in (12, 0, -8, 8.0):
         with pytest.raises(InvalidParameter, match="bits"):
             get("pq").grid_for_bits(bad, 64)
+
+
+@pytest.mark.parametrize("name, lengths, bad", [
+    ("pq", (16, 24, 32, 64, 128), 12), ("opq", (16, 32, 64), 20),
+    ("dpq", (12, 16, 24, 32, 48, 64, 128), 20),  # K=64 at multiples of 6 (CIFAR-10), else K=256 (ImageNet)
+    ("fppq", (16, 24, 32, 64, 128), 12), ("rlq", (16, 32, 64, 128), 4), ("sscq", (12, 16, 32, 64), 18)])
+def test_each_methods_grid_gives_the_requested_bits(name, lengths, bad):
+    for bits in lengths:
+        grid = get(name).grid_for_bits(bits, 64)
+        quantizer = create(name, **grid)
+        assert quantizer.bits == bits, (name, bits, grid)
+        if "embedding_dim" in grid:  # deep methods split D into M sub-vectors
+            assert quantizer._embedding_size() % quantizer.n_subspaces == 0
+    with pytest.raises(InvalidParameter, match=f"bits={bad}"):
+        get(name).grid_for_bits(bad, 64)
+
+
+def test_grids_follow_the_papers():
+    assert get("sscq").grid_for_bits(32, 64) == {"n_subspaces": 8, "n_codewords": 16, "embedding_dim": 128}
+    assert get("dpq").grid_for_bits(24, 64)["n_codewords"] == 64 and get("dpq").grid_for_bits(64, 64)["n_codewords"] == 256
+    assert get("fppq").grid_for_bits(24, 64)["embedding_dim"] == 63  # rounded down to a multiple of M=3
 
 
 def test_rows_equal_single_pqx_train_runs(tmp_path):
@@ -88,6 +109,7 @@ def test_rows_stream_as_events_and_stop_ends_the_sweep(digits):
     event = seen[0]
     assert isinstance(event, SweepRow) and event.kind == "sweep_row" and event.row is rows[0]
     assert event.quantizer is not None and event.quantizer.n_subspaces == 2
+    assert event.events is None  # nothing recorded unless record_steps asks
     assert json.loads(json.dumps(event.to_dict())) == {"kind": "sweep_row", "row": rows[0]}
 
 

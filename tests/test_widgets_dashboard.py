@@ -20,7 +20,7 @@ def test_blocking_fit_fills_every_view_and_adds_recall_rows():
     ours = [r for r in dash.recall.rows if not r["reference"]]
     n_refs = len([r for r in dash.recall.rows if r["reference"]])
     refs = {r["method"] for r in dash.recall.rows if r["reference"]}
-    assert len(ours) == 1 and ours[0]["bits"] == 16 and refs == {"faiss PQ", "faiss OPQ"}
+    assert len(ours) == 1 and ours[0]["bits"] == 16 and refs == {"faiss-pq", "faiss-opq"}
     assert n_refs == 4  # faiss PQ at M = 2, 4, 8 and OPQ at M = 2
     assert 0 < ours[0]["recall_at"]["10"] <= 1 and ours[0]["map"] is not None
     assert list(dash.figures["recall"].data[0].y) == [ours[0]["recall_at"]["1"]]
@@ -31,6 +31,9 @@ def test_blocking_fit_fills_every_view_and_adds_recall_rows():
     dash.fit(n_iter=3)
     assert len([r for r in dash.recall.rows if not r["reference"]]) == 2
     assert len([r for r in dash.recall.rows if r["reference"]]) == n_refs
+    # each fit is recorded with its row: opening pq at 16 bits shows the latest run, as the live views did
+    usage, collapse = dash.recall.open_run("pq", 16)
+    assert (usage.usage == dash.usage.usage).all() and collapse.steps == [1, 2, 3]
 
 
 def test_start_while_running_is_refused_and_stop_keeps_the_model():

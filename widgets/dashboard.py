@@ -9,7 +9,8 @@ the kernel stays free. Every event is *observed* by every view (cheap bookkeepin
 keep every step) and the views are *redrawn* through :class:`~explorer.events.Throttle`, a few
 times a second. Stop ends training at the next step and keeps the model in ``dash.model``.
 After each finished fit the recall-vs-bits view gets the model's row (from
-:func:`explorer.report.evaluate` on held-out queries) and, once per dataset and K, faiss's PQ and
+:func:`explorer.report.evaluate` on held-out queries) with the fit's recorded events (clicking
+its point reopens that run's usage and collapse views) and, once per dataset and K, faiss's PQ and
 OPQ reference curves trained on the same base vectors.
 
 ``pace`` (seconds per step, live runs only) is a slow-motion setting for watching: digits is so
@@ -32,9 +33,10 @@ import numpy as np
 
 from explorer import data as datasets
 from explorer import methods
-from explorer.events import FitStarted, Step, StopSignal, Throttle
+from explorer.events import FitStarted, Recorder, Step, StopSignal, Throttle
 from explorer.metrics import mean_average_precision, recalls
 from explorer.report import RECALL_AT, evaluate
+from explorer.sweep import record_without_samples
 
 from .collapse import CollapseView
 from .embedding import EmbeddingView
@@ -48,6 +50,8 @@ DATASETS = ("digits", "synthetic")
 # faiss OPQ trains 50 rounds: on digits at K=256 that is ~1.3 s at M=4 and ~3.7 s at M=8 on one
 # core, so its curve gets two points; PQ is cheap (~0.1 s each).
 REFERENCE_SUBSPACES = {"pq": (2, 4, 8, 16), "opq": (4, 8)}
+RECORDED_STEPS = 200
+"""Steps of each fit the recall-vs-bits view keeps (a bounded Recorder) to reopen that run on click."""
 
 
 # --------------------------------------------------------------------------- result rows
@@ -77,6 +81,8 @@ def result_row(quantizer, ds, gt=None) -> dict:
 def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed: int = 1234) -> list[dict]:
     """Rows of faiss PQ and OPQ (``explorer.search.faiss_reference``) trained on ``ds.base``.
 
+    Named as :mod:`explorer.sweep` names them (``faiss-pq``, ``faiss-opq``, ``"reference": True``).
+
     One row per kind and M in ``subspaces[kind]`` that divides the dimension; K must be a power
     of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries.
     """
@@ -94,7 +100,7 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
                 index = faiss_reference(kind, base, M, n_codewords, seed=seed)
             index.add(base)
             _, ranking = index.search(queries, k)
-            rows.append({"method": f"faiss {kind.upper()}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
+            rows.append({"method": f"faiss-{kind}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
                          "codewords": n_codewords, "recall_at": recalls(ranking, gt, RECALL_AT),
                          "map": mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
                          "reference": True})
@@ -370,7 +376,8 @@ class Dashboard:
         self._planned = planned
         y = ds.labels if quantizer.supervised else None
         try:
-            quantizer.fit(ds.base, y, callbacks=[on_event], stop=self._stop)
+            recorder = Recorder(max_steps=RECORDED_STEPS)  # without embedding samples: usage and collapse need none
+            quantizer.fit(ds.base, y, callbacks=[on_event, record_without_samples(recorder)], stop=self._stop)
         except Exception as exc:
             self.model = None
             self._show_error(exc)
@@ -383,7 +390,7 @@ class Dashboard:
         self._say(f"{verb} in {quantizer.fit_seconds_:.1f} s; measuring recall on {len(ds.queries)} held-out queries…")
         try:
             row = result_row(quantizer, ds, gt)
-            self.recall.add_row(row)
+            self.recall.add_row(row, events=recorder)
             key = (ds.name, quantizer.n_codewords)
             if self.references and key not in self._references_done and quantizer.n_codewords & (quantizer.n_codewords - 1) == 0:
                 self._say(f"{verb}; training faiss PQ/OPQ reference curves…")

@@ -7,12 +7,24 @@ Each point is one *result row*, the same record the sweep streams::
 
 ``recall_at[R]`` is 1-recall@R (the fraction of queries whose exact nearest neighbour is in the
 first R results of ADC search); ``map`` is mean average precision with class labels as relevance
-(None without labels). Reference rows (faiss's own PQ and OPQ on the same data) are drawn dashed.
+(None without labels). Reference rows (faiss's own quantizers on the same data, named as the sweep
+names them: ``faiss-pq``, ``faiss-opq``, … with ``"reference": True``) are drawn dashed.
+
+Opening a run: the view keeps, per (method, bits) of our rows, the run's recorded training events
+(an :class:`explorer.events.Recorder` — bounded — or a list of events). Clicking one of our points,
+or calling ``view.open_run(method, bits)``, replays them into a codeword-usage view and a
+collapse monitor shown below the plot. The view is itself a sweep callback:
+``sweep(ds, ..., callbacks=[view], record_steps=50)`` adds each row with its recorder as it finishes.
 """
 from __future__ import annotations
 
+import html
+
 import ipywidgets as ipw
 from plotly.colors import qualitative
+
+from explorer.events import Recorder
+from explorer.sweep import SweepRow
 
 from ._view import View
 
@@ -28,7 +40,11 @@ def row_value(row: dict, measure: str):
 
 
 class RecallBitsView(View):
-    """One line+marker trace per (method, reference) key, points sorted by bits."""
+    """One line+marker trace per (method, reference) key, points sorted by bits.
+
+    ``runs``: recorded events per (method, bits) of our rows (the latest run wins);
+    ``opened``: the (method, bits) whose usage and collapse views are shown, or None.
+    """
 
     title = "Recall vs bits"
 
@@ -42,15 +58,75 @@ class RecallBitsView(View):
                                   xaxis=dict(title="code length (bits)", type="log", dtick=0.30103),
                                   yaxis=dict(title="1-recall@1", range=[0, 1.02]))
         self.keys: list[tuple[str, bool]] = []
+        self.runs: dict[tuple[str, int], Recorder | list] = {}
+        self.opened: tuple[str, int] | None = None
+        self.usage = self.collapse = None  # built at the first open_run, then reused for every run
+        self.run_title = ipw.HTML("Click one of our points to open that run's codeword usage and collapse views.")
+        self.run_box = ipw.VBox([self.run_title], _dom_classes=["pqx-recall-run"])
 
-    def add_row(self, row: dict) -> None:
-        """Add one result row (see the module docstring) and redraw its curve."""
+    def _keep(self, row: dict, events=None) -> None:
         missing = [k for k in REQUIRED if k not in row]
         if missing:
             raise ValueError(f"result row lacks {', '.join(missing)}; a row needs {', '.join(REQUIRED)}")
         with self._lock:
             self.rows.append(dict(row))
+            if events is not None and not row["reference"]:
+                self.runs[(row["method"], int(row["bits"]))] = events
+
+    def add_row(self, row: dict, events: Recorder | list | None = None) -> None:
+        """Add one result row (see the module docstring) and redraw its curve.
+
+        events: that run's training events (a :class:`~explorer.events.Recorder` or a list),
+        kept so that :meth:`open_run` (or a click on the point) can show its usage and collapse.
+        """
+        self._keep(row, events)
         self.redraw()
+
+    def observe(self, event) -> None:
+        """A :class:`explorer.sweep.SweepRow` adds its row and recorded events (no drawing)."""
+        if isinstance(event, SweepRow):
+            self._keep(event.row, event.events)
+        else:
+            super().observe(event)
+
+    def open_run(self, method: str, bits: int):
+        """(UsageView, CollapseView) holding the run (method, bits) replayed from its recorded
+        events, also shown below the plot. Raises ValueError naming method and bits when no run
+        with recorded events matches."""
+        from .collapse import CollapseView
+        from .usage import UsageView
+
+        key = (method, int(bits))
+        with self._lock:
+            events = self.runs.get(key)
+            row = next((r for r in reversed(self.rows) if (r["method"], r["bits"]) == key and not r["reference"]), None)
+        if events is None:
+            known = ", ".join(f"{m} at {b} bits" for m, b in self.runs) or "none"
+            raise ValueError(f"no recorded run of method={method!r} at bits={bits} (runs with events: {known}); "
+                             "record runs with sweep(..., record_steps=50) or add_row(row, events=recorder)")
+        M, K = int(row["subspaces"]), int(row["codewords"])
+        if self.usage is None:
+            self.usage, self.collapse = UsageView(M, K), CollapseView(M)
+            self._run_widgets = (self.usage.widget, self.collapse.widget)
+        self.usage.replay(events)
+        self.collapse.replay(events)
+        self.opened = key
+        self.run_title.value = (f"<b>{html.escape(method)}, {int(bits)} bits</b> (M={M}, K={K}): codeword usage at its "
+                                f"last recorded step ({self.usage.step}) and collapse over its steps")
+        self.run_box.children = [self.run_title, *self._run_widgets]
+        return self.usage, self.collapse
+
+    def _on_click(self, trace, points, state=None) -> None:
+        """Plotly click on one of our traces: open the clicked run (a message instead when it has no events)."""
+        if not points.point_inds:
+            return
+        method, reference = self.keys[points.trace_index]
+        if reference:
+            return
+        try:
+            self.open_run(method, trace.x[points.point_inds[0]])
+        except ValueError as exc:
+            self.run_title.value = html.escape(str(exc))
 
     def add_rows(self, rows) -> None:
         """Add several result rows, then redraw once."""
@@ -83,7 +159,11 @@ class RecallBitsView(View):
                                         name=f"{method} (reference)" if ref else method,
                                         line=dict(dash="dash" if ref else "solid",
                                                   color=colors[len(self.keys) % len(colors)]),
-                                        marker=dict(symbol="circle-open" if ref else "circle", size=8))
+                                        marker=dict(symbol="circle-open" if ref else "circle", size=8),
+                                        hovertemplate=None if ref else
+                                        "%{x} bits: %{y:.3f}<br>click: open this run<extra>" + method + "</extra>")
+                if not ref:
+                    self.figure.data[-1].on_click(self._on_click)
         for trace, (method, ref) in zip(self.figure.data, self.keys):
             trace.x, trace.y = self.curve(method, ref)
         label = self.measure.value
@@ -94,4 +174,4 @@ class RecallBitsView(View):
 
     @property
     def widget(self):
-        return ipw.VBox([self.measure, self.figure], _dom_classes=["pqx-recall"])
+        return ipw.VBox([self.measure, self.figure, self.run_box], _dom_classes=["pqx-recall"])

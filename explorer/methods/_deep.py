@@ -36,6 +36,7 @@ refreshes them in ``_load_extra_state`` after calling ``super()``.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import numpy as np
 import torch
@@ -66,6 +67,14 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
 
     training_state_keys = ("optimizer", "scheduler")
     network_attrs = ("model_",)
+
+    @classmethod
+    def _embedding_for(cls, n_subspaces: int) -> int:
+        """D for M = ``n_subspaces`` in a code-length grid: the default ``embedding_dim`` rounded
+        down to a multiple of M (at least M) — Klein & Wolf's rule, "when U is not divisible by M,
+        we discard a few units so that M would divide U"."""
+        default = inspect.signature(cls.__init__).parameters["embedding_dim"].default or n_subspaces
+        return max(1, default // n_subspaces) * n_subspaces
 
     def _embedding_size(self) -> int:
         """D, the embedding size in use: ``embedding_dim`` here; a method may derive it when the

@@ -25,6 +25,18 @@ from ..events import FitFailed, FitFinished, FitStarted, EmbeddingSample, StopSi
 from ..validation import check_codes, check_labels, check_pq_shape, check_vectors, code_dtype
 
 
+def check_bits(bits, step: int, scheme: str, fix: str | None = None) -> int:
+    """``bits`` as an int when it is a positive multiple of ``step``, the bits one subspace takes.
+
+    Raises :class:`InvalidParameter` naming ``bits``, the value and the ``scheme`` (e.g. "8 bits
+    per subspace with K=256") that needs the multiple; used by ``grid_for_bits``.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < step or bits % step:
+        raise InvalidParameter(f"bits={bits!r} cannot be made by this method's grid ({scheme}); "
+                               f"{fix or f'use a positive multiple of {step}'}")
+    return int(bits)
+
+
 @dataclass(frozen=True)
 class Option:
     """One method-specific CLI flag, e.g. ``Option("--no-gini", "gini", "turn the Gini terms off", const=False)``.
@@ -133,10 +145,8 @@ class Quantizer:
         that combination as an error row. Raises :class:`InvalidParameter` when ``bits`` is not
         a positive multiple of 8.
         """
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits < 8 or bits % 8:
-            raise InvalidParameter(f"bits={bits!r} cannot be split into bytes; use a positive multiple of 8 "
-                                   "(8 bits per subspace with K=256)")
-        return {"n_subspaces": int(bits) // 8, "n_codewords": 256}
+        bits = check_bits(bits, 8, "8 bits per subspace with K=256")
+        return {"n_subspaces": bits // 8, "n_codewords": 256}
 
     @property
     def planned_steps(self) -> int | None:

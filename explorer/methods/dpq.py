@@ -32,7 +32,7 @@ from ..events import EmbeddingSample, usage_counts
 from ..validation import check_codes, check_float, check_int, code_dtype
 from . import register
 from ._deep import DEEP_OPTIONS, DeepQuantizer
-from .base import Option
+from .base import Option, check_bits
 
 LOSS_TERMS = ("cls_soft", "cls_hard", "jcl", "gini_batch", "gini_sample")
 
@@ -195,6 +195,22 @@ class DPQ(DeepQuantizer):
         self.image_shape = image_shape
 
     # ------------------------------------------------------------------ parameters
+    @classmethod
+    def grid_for_bits(cls, bits: int, dim: int) -> dict:
+        """K=64, M=bits/6 as in Klein & Wolf's CIFAR-10 table (12–48 bits), else K=256, M=bits/8 (ImageNet).
+
+        The paper uses K=64 for every length of its CIFAR-10 table and K=256 for its 64-bit
+        ImageNet code, so lengths divisible by 6 get K=64 and the other multiples of 8 get K=256.
+        D is the default ``embedding_dim`` rounded down to a multiple of M (the paper's rule).
+        Raises :class:`InvalidParameter` naming ``bits`` for other lengths.
+        """
+        if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool) and bits >= 6 and bits % 6 == 0:
+            M, K = int(bits) // 6, 64
+        else:
+            M, K = check_bits(bits, 8, "K=64 at 6 bits or K=256 at 8 bits per subspace",
+                              "use a positive multiple of 6 or 8, e.g. 24, 32 or 48") // 8, 256
+        return {"n_subspaces": M, "n_codewords": K, "embedding_dim": cls._embedding_for(M)}
+
     def _validate(self, X, y):
         super()._validate(X, y)
         check_int(self.sub_features, "sub_features (N)", low=1)

@@ -46,7 +46,7 @@ from ..errors import InvalidParameter
 from ..validation import check_float, check_int
 from . import register
 from ._deep import DEEP_OPTIONS, DeepQuantizer
-from .base import Option
+from .base import Option, check_bits
 from .pq import PQ
 
 LABEL_SOURCES = ("auto", "class_means", "instances", "bernoulli")
@@ -407,6 +407,15 @@ class FPPQ(DeepQuantizer):
         self.segment_normalize = segment_normalize
 
     # ----------------------------------------------------------------- validation
+    @classmethod
+    def grid_for_bits(cls, bits: int, dim: int) -> dict:
+        """K=256, M=bits/8: Liang et al.'s "8 bits per segment" (16, 32, 64, 128 bits → M=2, 4, 8, 16).
+
+        D is the default ``embedding_dim`` rounded down to a multiple of M. Raises :class:`InvalidParameter` naming ``bits`` when it is not a positive multiple of 8.
+        """
+        M = check_bits(bits, 8, "8 bits per segment, K=256") // 8
+        return {"n_subspaces": M, "n_codewords": 256, "embedding_dim": cls._embedding_for(M)}
+
     def _validate(self, X, y):
         super()._validate(X, y)
         check_float(self.scale, "scale (s)", low=0.0)

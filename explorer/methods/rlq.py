@@ -106,7 +106,7 @@ from ..kmeans import assign_nearest, init_random_points, lloyd
 from ..validation import MAX_CODEWORDS, check_codes, check_float, check_int, code_dtype
 from . import register
 from ._torch_state import TorchTrainingState, state_copy
-from .base import Option, Quantizer
+from .base import Option, Quantizer, check_bits
 from .pq import subsample
 
 
@@ -355,6 +355,16 @@ class RLQ(TorchTrainingState, Quantizer):
         self.max_train_points = max_train_points
 
     # ----------------------------------------------------------------- validation
+    @classmethod
+    def grid_for_bits(cls, bits: int, dim: int) -> dict:
+        """M=bits/8 additive codebooks of K=256, as in Zhu et al.'s supplement (16 bits = 2 sub-codebooks of 256).
+
+        Codebooks are full-dimensional, so any M suits any d. Raises :class:`InvalidParameter`
+        naming ``bits`` when it is not a positive multiple of 8.
+        """
+        M = check_bits(bits, 8, "8 bits per codebook, K=256") // 8
+        return {"n_subspaces": M, "n_codewords": 256}
+
     def _validate(self, X, y):
         """M ≥ 1 (any M: additive codebooks are full-dimensional), 2 ≤ K ≤ min(n, 65536), the rest in range."""
         check_int(self.n_subspaces, "n_subspaces (M)", low=1)

@@ -76,7 +76,7 @@ from ..search import adc_search
 from ..validation import check_float, check_int
 from . import register
 from ._deep import DEEP_OPTIONS, DeepQuantizer
-from .base import Option
+from .base import Option, check_bits
 
 LOSS_TERMS = ("icz", "icf", "pn", "cc", "cd")
 FUSIONS = ("concat", "sum")
@@ -257,6 +257,15 @@ class SSCQ(DeepQuantizer):
 
     def _embedding_size(self) -> int:
         return SUB_DIM * self.n_subspaces if self.embedding_dim is None else self.embedding_dim
+
+    @classmethod
+    def grid_for_bits(cls, bits: int, dim: int) -> dict:
+        """Zhang et al.'s setting: K=2^4=16 and D/M=16, so M=bits/4 and D=16·M (16, 32, 64 bits → M=4, 8, 16).
+
+        Raises :class:`InvalidParameter` naming ``bits`` when it is not a positive multiple of 4.
+        """
+        M = check_bits(bits, 4, "4 bits per codebook, K=16") // 4
+        return {"n_subspaces": M, "n_codewords": 16, "embedding_dim": SUB_DIM * M}
 
     def _validate(self, X, y):
         super()._validate(X, y)
