@@ -6,6 +6,9 @@ where T (nq, M, K) holds squared distances from q's sub-vectors to every codewor
 """
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 import torch
 
@@ -184,3 +187,26 @@ def encode_batched(quantizer, X, batch: int = 1024) -> np.ndarray:
     for start in range(0, n, batch):
         out[start:start + batch] = quantizer.encode(np.asarray(X[start:start + batch], dtype=np.float32))
     return out
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Silence C-level stderr (file descriptor 2) inside the block.
+
+    faiss's k-means prints "WARNING clustering n points to K centroids" from C++ on every call
+    with fewer than 39·K training points (digits at K=256), unconditionally; in a sweep or a
+    notebook that is hundreds of identical lines. Descriptor 2 is the C library's stderr whatever
+    Python's ``sys.stderr`` is (ipykernel and pytest replace that one). Python exceptions pass.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -21,9 +21,6 @@ equals the report of ``pqx train --method m -M .. -K .. --seed s`` on the same d
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
@@ -36,7 +33,7 @@ from .data import Dataset, ground_truth, split_queries
 from .errors import InvalidParameter
 from .events import Recorder, Step, StopSignal, _Event
 from .report import RECALL_AT, evaluate
-from .search import faiss_codes_distortion, faiss_reference
+from .search import faiss_codes_distortion, faiss_reference, native_stderr_silenced
 from .validation import check_int, check_vectors
 
 REFERENCES = ("pq", "opq", "rq", "lsq")
@@ -129,30 +126,6 @@ def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_stat
     return row, quantizer
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Silence C-level stderr (file descriptor 2) inside the block.
-
-    faiss's k-means prints "WARNING clustering n points to K centroids" from C++ for every
-    subspace of a small dataset, unconditionally; in a sweep that is hundreds of identical lines.
-    Python-level errors still propagate as exceptions and become error rows.
-    """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
 def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0) -> dict:
     """Train faiss reference ``kind`` (pq, opq, rq, lsq) with M = bits/8 codebooks of 256 and
     measure it as our rows are measured: distortion in the input space, ADC search of the
@@ -171,7 +144,7 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
             raise InvalidParameter(f"M={M} subspaces (for {bits} bits) do not divide d={ds.dim}")
         base = check_vectors(ds.base, "base")
         t0 = time.perf_counter()
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             index = faiss_reference(kind, base, M, K, seed=random_state)
         fit_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -20,12 +20,9 @@ full speed and are deterministic, so notebooks can run under nbval.
 from __future__ import annotations
 
 import ast
-import contextlib
 import html
-import os
 import inspect
 import threading
-import time
 import traceback
 
 import ipywidgets as ipw
@@ -33,9 +30,10 @@ import numpy as np
 
 from explorer import data as datasets
 from explorer import methods
-from explorer.events import FitStarted, Recorder, Step, StopSignal, Throttle
+from explorer.events import Recorder, Step, StopSignal, Throttle
 from explorer.metrics import mean_average_precision, recalls
 from explorer.report import RECALL_AT, evaluate
+from explorer.search import native_stderr_silenced
 from explorer.sweep import record_without_samples
 
 from .collapse import CollapseView
@@ -55,21 +53,6 @@ RECORDED_STEPS = 200
 
 
 # --------------------------------------------------------------------------- result rows
-@contextlib.contextmanager
-def _quiet_c_stderr():
-    """Silence C-level stderr: faiss prints "WARNING clustering n points to K centroids" on every
-    k-means call when n < 39·K (digits at K=256), which would flood the notebook's output."""
-    fd = 2  # the C library's stderr, whatever Python's sys.stderr is (ipykernel replaces it)
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
-            yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-
-
 def result_row(quantizer, ds, gt=None) -> dict:
     """The recall-vs-bits row of a fitted quantizer, measured by :func:`explorer.report.evaluate`."""
     ev = evaluate(quantizer, ds, gt)
@@ -96,7 +79,7 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
         for M in ms:
             if ds.dim % M:
                 continue
-            with _quiet_c_stderr():
+            with native_stderr_silenced():
                 index = faiss_reference(kind, base, M, n_codewords, seed=seed)
             index.add(base)
             _, ranking = index.search(queries, k)
