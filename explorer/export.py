@@ -27,7 +27,7 @@ from . import methods
 from .errors import InvalidParameter
 from .kmeans import init_random_points, lloyd
 from .methods.base import Quantizer
-from .search import _nbits, adc_search, faiss_pq, faiss_rotation
+from .search import faiss_nbits, adc_search, faiss_pq, faiss_rotation
 from .validation import check_int, check_vectors
 
 
@@ -63,7 +63,7 @@ def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) ->
 def _check_exportable(quantizer: Quantizer) -> None:
     """Refuse, before training, what a faiss PQ index cannot hold: a network encoder, or K not a power of 2."""
     from .methods.pq import PQ  # PQ and its subclasses (OPQ) have linear transforms faiss can apply
-    _nbits(quantizer.n_codewords)
+    faiss_nbits(quantizer.n_codewords)
     if not isinstance(quantizer, PQ):
         raise InvalidParameter(f"method {quantizer.name!r} encodes through a network that faiss cannot run; "
                                "export supports pq and opq (for deep methods, index quantizer.transform(X) yourself)")
@@ -115,7 +115,7 @@ def empty_index(model: IndexModel):
         nlist = len(model.coarse)
         coarse = faiss.IndexFlatL2(D)
         coarse.add(np.ascontiguousarray(model.coarse, dtype=np.float32))
-        inner = faiss.IndexIVFPQ(coarse, D, nlist, M, _nbits(K))  # faiss's wrapper keeps `coarse` alive
+        inner = faiss.IndexIVFPQ(coarse, D, nlist, M, faiss_nbits(K))  # faiss's wrapper keeps `coarse` alive
         faiss.copy_array_to_vector(np.ascontiguousarray(model.codebooks, dtype=np.float32).ravel(), inner.pq.centroids)
         inner.is_trained = True
         inner.precompute_table()

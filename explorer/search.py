@@ -18,7 +18,9 @@ from .validation import check_codes, check_int, check_vectors
 _BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
 
 
-def _topk_merge(best_d, best_i, d, ids, k):
+def merge_topk(best_d, best_i, d, ids, k):
+    """Running k smallest: merge block distances ``d`` (nq, b) with ids ``ids`` (b,) into the best so
+    far (``best_d``, ``best_i``: (nq, ≤k) tensors, or None for the first block); return the new best."""
     if best_d is None:
         vals, pos = torch.topk(d, k=min(k, d.shape[1]), dim=1, largest=False)
         return vals, ids[pos]
@@ -47,7 +49,7 @@ def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarra
         c = torch.from_numpy(codes[start:start + block]) + offsets[None, :]  # (b, M)
         d = flat[:, c.reshape(-1)].reshape(nq, len(c), M).sum(-1)
         ids = torch.arange(start, start + len(c), dtype=torch.int64)
-        best_d, best_i = _topk_merge(best_d, best_i, d, ids, k)
+        best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
     return best_d.numpy(), best_i.numpy()
 
 
@@ -75,7 +77,8 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, k: int = 100) -> tuple[np.n
     return index.search(queries, min(k, len(base)))
 
 
-def _nbits(n_codewords: int) -> int:
+def faiss_nbits(n_codewords: int) -> int:
+    """log2 K, the ``nbits`` faiss takes; K must be a power of two (error names the fix)."""
     nbits = int(np.log2(n_codewords))
     if 2 ** nbits != n_codewords:
         raise InvalidParameter(f"faiss needs K to be a power of two; K={n_codewords}. Refit with K in (16, 256, 4096, ...)")
@@ -85,7 +88,7 @@ def _nbits(n_codewords: int) -> int:
 def faiss_pq(d: int, n_subspaces: int, n_codewords: int, codebooks: np.ndarray | None = None):
     """A faiss ``IndexPQ``; with ``codebooks`` (M, K, d/M) it is loaded with them and ready to add."""
     import faiss
-    index = faiss.IndexPQ(d, n_subspaces, _nbits(n_codewords))
+    index = faiss.IndexPQ(d, n_subspaces, faiss_nbits(n_codewords))
     if codebooks is not None:
         faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), index.pq.centroids)
         index.is_trained = True
@@ -132,7 +135,7 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
     import faiss
     X = check_vectors(X, "X")
     d = X.shape[1]
-    nbits = _nbits(n_codewords)
+    nbits = faiss_nbits(n_codewords)
     if kind == "pq":
         index = faiss.IndexPQ(d, n_subspaces, nbits)
         index.pq.cp.seed = seed

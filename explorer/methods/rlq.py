@@ -481,7 +481,7 @@ class RLQ(TorchTrainingState, Quantizer):
         Distance = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², the look-up tables of
         :meth:`distance_tables` plus the reconstruction norms (faiss ``ST_norm_float``).
         """
-        from ..search import _topk_merge
+        from ..search import merge_topk
         k = check_int(k, "k", low=1)
         Q = self.transform(queries)
         tables = torch.from_numpy(self.distance_tables(queries))
@@ -498,7 +498,7 @@ class RLQ(TorchTrainingState, Quantizer):
             d = flat[:, (c + offsets[None, :]).reshape(-1)].reshape(nq, len(c), M).sum(-1)
             d += q_norm[:, None] + x_norm[None, :]
             ids = torch.arange(start, start + len(c), dtype=torch.int64)
-            best_d, best_i = _topk_merge(best_d, best_i, d, ids, k)
+            best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
         return best_d.numpy(), best_i.numpy()
 
     def to_faiss(self):
@@ -509,10 +509,10 @@ class RLQ(TorchTrainingState, Quantizer):
         with RQ beam search, not our policy.
         """
         import faiss
-        from ..search import _nbits
+        from ..search import faiss_nbits
         self._check_fitted()
         M, K, d = np.asarray(self.codebooks_).shape
-        index = faiss.IndexResidualQuantizer(d, M, _nbits(K), faiss.METRIC_L2, faiss.AdditiveQuantizer.ST_norm_float)
+        index = faiss.IndexResidualQuantizer(d, M, faiss_nbits(K), faiss.METRIC_L2, faiss.AdditiveQuantizer.ST_norm_float)
         faiss.copy_array_to_vector(np.ascontiguousarray(self.codebooks_, dtype=np.float32).ravel(), index.rq.codebooks)
         index.rq.is_trained = True
         index.is_trained = True
