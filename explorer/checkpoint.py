@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import atomic_path
 from .errors import DataFileError
 from .events import FitFinished, Step
 from .validation import check_int
@@ -54,13 +55,8 @@ def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILENAME
-    tmp = directory / f".{FILENAME}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(_to_storable(state), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

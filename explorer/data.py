@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import DataFileError, InvalidParameter
 from .validation import check_int, check_labels, check_vectors
 
@@ -210,13 +211,8 @@ def read_npy(path) -> np.ndarray:
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: no half-written file is left."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_vectors(path) -> np.ndarray:

@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from . import methods
+from .atomic import atomic_path
 from .errors import InvalidParameter
 from .kmeans import init_random_points, lloyd
 from .methods.base import Quantizer
-from .search import faiss_nbits, adc_search, faiss_pq, faiss_rotation
+from .search import adc_search, faiss_nbits, faiss_pq, with_rotation
 from .validation import check_int, check_vectors
 
 
@@ -119,12 +120,7 @@ def empty_index(model: IndexModel):
         faiss.copy_array_to_vector(np.ascontiguousarray(model.codebooks, dtype=np.float32).ravel(), inner.pq.centroids)
         inner.is_trained = True
         inner.precompute_table()
-    rotation = getattr(model.quantizer, "rotation_", None)
-    if rotation is None:
-        return inner
-    index = faiss.IndexPreTransform(faiss_rotation(rotation), inner)  # the wrapper references both parts
-    index.is_trained = True
-    return index
+    return with_rotation(inner, getattr(model.quantizer, "rotation_", None))
 
 
 def add_in_batches(index, base: np.ndarray, batch_size: int = 65536, progress=None) -> None:
@@ -141,13 +137,8 @@ def write_index_atomic(index, path: str | os.PathLike) -> Path:
     """``faiss.write_index`` through a temporary file in the same folder and a rename."""
     import faiss
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

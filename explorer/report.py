@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from . import diagnostics, metrics
+from .atomic import atomic_path
 from .data import Dataset, ground_truth
 from .validation import check_vectors
 
@@ -83,12 +83,5 @@ def build_report(quantizer, ds: Dataset, history: list[dict], evaluation: dict |
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
     """Write JSON through a temporary file and a rename, so no partial file is ever left."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(payload, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=1)

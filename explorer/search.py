@@ -113,17 +113,20 @@ def to_faiss(quantizer):
     its search distances equal our ADC distances. For the deep methods the index lives in the
     embedding space: add and search ``quantizer.transform(X)``, not X.
     """
-    import faiss
     quantizer._check_fitted()
     M, K, ds = np.asarray(quantizer.codebooks_).shape
-    pq_index = faiss_pq(M * ds, M, K, quantizer.codebooks_)
-    rotation = getattr(quantizer, "rotation_", None)
+    return with_rotation(faiss_pq(M * ds, M, K, quantizer.codebooks_), getattr(quantizer, "rotation_", None))
+
+
+def with_rotation(index, rotation: np.ndarray | None):
+    """``index`` preceded by y = R x for R (d, d) (an ``IndexPreTransform``), or ``index`` itself when R is None."""
+    import faiss
     if rotation is None:
-        return pq_index
+        return index
     # faiss's Python layer keeps references to both parts, so they live as long as the index.
-    index = faiss.IndexPreTransform(faiss_rotation(rotation), pq_index)
-    index.is_trained = True
-    return index
+    wrapped = faiss.IndexPreTransform(faiss_rotation(rotation), index)
+    wrapped.is_trained = True
+    return wrapped
 
 
 def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int, *, seed: int = 1234, n_iter: int = 25):

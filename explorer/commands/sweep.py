@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 from .. import methods
+from ..atomic import atomic_path
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
@@ -65,14 +65,8 @@ def write_csv_atomic(path, rows: list[dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in flat_row(row).items()})
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def run(args) -> int:
