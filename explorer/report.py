@@ -1,8 +1,9 @@
 """Evaluate a fitted quantizer on a dataset and build the JSON report of ``pqx train``.
 
 The report's top-level keys are a stable contract (methods may add keys, never remove):
-method, dataset, n_base, n_queries, dim, subspaces, codewords, bits, distortion, recall_at,
-map, usage, perplexity, dead_codes, collapsed, history, fit_seconds, encode_seconds.
+method, params (the method's hyper-parameters as given, so a report says what was run), dataset,
+n_base, n_queries, dim, subspaces, codewords, bits, distortion, recall_at, map, usage, perplexity,
+dead_codes, collapsed, history, fit_seconds, encode_seconds.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def build_report(quantizer, ds: Dataset, history: list[dict], evaluation: dict |
     ev = evaluate(quantizer, ds) if evaluation is None else evaluation
     report = {
         "method": quantizer.name,
+        "params": json.loads(json.dumps(quantizer.get_params(), default=str)),
         "dataset": ds.name,
         "n_base": ds.n,
         "n_queries": 0 if ds.queries is None else int(len(ds.queries)),

@@ -14,8 +14,10 @@ supplement) and minimises, without any label,
 What the code follows exactly (supplement): the hyper-parameters (K = 16, D/M = 16, τ_sq = 0.2,
 τ_ic = 0.5, λ_pn = 0.1, N_k = 20, τ_pn = 0.5, λ_cc = 0.4, τ_cc = 0.2, λ_cd = 0.2; Adam, lr 5e-4,
 weight decay 1e-5, warm-up then cosine decay without restart), L_icf (supp. Eq. 2), L_cd (supp.
-Eq. 1) and the inference rule (hard codes for the database, asymmetric Euclidean distance from the
-query's sub-embeddings).
+Eq. 1: the softmax of the plain cosine, "not directly computed using soft quantization code"),
+the three other L_cd forms that the supplement's Fig. 2 compares (``cd_variant``), and the
+inference rule (hard codes for the database, asymmetric Euclidean distance from the query's
+sub-embeddings).
 
 What we reconstructed — the supplement refers to main-paper equations it does not reprint:
 
@@ -43,9 +45,6 @@ Choices where the paper is silent, and why:
   training and the Euclidean nearest codeword / ADC used at inference rank identically
   (‖f_m − c‖² = 2 − 2 s(f_m, c) for unit vectors). ``embed`` returns the normalised f and
   ``codebooks_`` are the normalised codewords; z is built from them too.
-* L_cd uses the same temperature τ_sq as the soft quantization: supp. Eq. 1 writes
-  exp(s(f_{i,m}, c_{m,k})), but with s a cosine in [−1, 1] and K = 16 that softmax is nearly
-  uniform whatever the assignment, and its entropy cannot see a collapse.
 * Codewords start as random directions at norm 0.1 (SPQ initialises its codebooks small, Xavier
   gain 0.1). Only their direction matters, but Adam turns a codeword by about lr / ‖c‖ radians per
   step: from a plain randn draw (norm ≈ 4) the codewords turned 0.4° in 5 epochs on digits — a
@@ -60,14 +59,27 @@ Choices where the paper is silent, and why:
   A Note ("warm-up") marks the end of the warm-up.
 
 Measured on digits (1,597 base images, 200 queries, 32 bits, seed 0, CPU): mAP@all 0.71 after 5
-epochs, 0.77 after 10, 0.84 after 20, against 0.65 for k-means PQ on the raw pixels. Switching
-L_cd off (5 epochs, seeds 0–2) lowers the mean codeword perplexity by about 13% (10.6 → 9.2 of
-16) and more than doubles the dead codewords (about 4 → 10 of 128), but does not collapse the
-codebooks: L_icz, the NT-Xent on z, cannot be low when many images share one code, so it keeps
-every codebook in use by itself (the untrained model starts collapsed, perplexity ≈ 3, in 6 of 8
-subspaces; both runs leave that state within two epochs). Only with the instance terms off
-(λ_icz = λ_icf = 0: L_pn, L_cc and L_cd alone) does L_cd decide between healthy and collapsed
-codebooks (seeds 0, 1: perplexity ≈ 8.5 and 0 of 8 collapsed with it, ≈ 3.9 and 7–8 of 8 without).
+epochs, 0.77 after 10, 0.84 after 20, against 0.65 for k-means PQ on the raw pixels.
+
+What L_cd does here (mean codeword perplexity of the base's hard codes, of K = 16; digits, M = 8,
+5 epochs, seeds 0–2; λ_cd = 0.2):
+
+* The paper's L_cd barely acts: 9.27 with it against 9.22 without (+0.5%; "ed" +2.5%, "spro"
+  +0.1%). Its softmax of a cosine spans at most a factor e² between codewords, so a batch piled
+  on one codeword scores only ≈0.05 nats above an evenly spread one, and λ_cd = 0.2 makes that
+  gradient small beside the other terms. The same holds longer and on more data: digits after
+  100 epochs 10.93 against 10.83; 5,800 Fashion-MNIST images (28×28, batch 256, seed 0) after
+  30 epochs 9.47 against 9.47.
+* ``cd_variant="soft"`` (the soft-quantization probabilities, τ_sq = 0.2) is the strong form
+  (≈2.2 nats between piled and spread): 10.60 against 9.22 (+15%), dead codewords 13 against 31
+  of 384, mAP unchanged (0.71–0.74); on the Fashion-MNIST run 11.67 against 9.47, 3 against 10 dead.
+* No run collapses: L_icz, the NT-Xent on z, cannot be low when many images share one code,
+  so it keeps every codebook in use by itself (the untrained model starts collapsed, perplexity
+  ≈ 3, in 6 of 8 subspaces; every run leaves that state within two epochs). What we see is the
+  supplement's "reduced diversity of the subspace features", not a codebook collapse.
+* Only with the instance terms off (λ_icz = λ_icf = 0: L_pn, L_cc and L_cd alone) do the
+  codebooks collapse; then the soft form of L_cd prevents it (3 epochs: 0 of 8 subspaces
+  collapsed with it, 5–8 without), while the paper's form does not (4–7 of 8 with it).
 """
 from __future__ import annotations
 
@@ -89,6 +101,7 @@ from .base import Option, check_bits
 
 LOSS_TERMS = ("icz", "icf", "pn", "cc", "cd")
 FUSIONS = ("concat", "sum")
+CD_VARIANTS = ("entropy", "soft", "ed", "spro")  # supp. Fig. 2 (left); see codeword_diversity
 SUB_DIM = 16  # the paper's D/M
 CODEWORD_INIT_NORM = 0.1  # see SSCQNet: small, so Adam can move the codeword directions
 
@@ -158,14 +171,30 @@ def consistency_loss(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tens
     return 0.5 * (kl_ab + kl_ba).mean()
 
 
-def codeword_diversity(logits: torch.Tensor, tau: float) -> torch.Tensor:
-    """L_cd, a scalar in [−log K, 0]: the negative entropy of the batch-mean assignment.
+def codeword_diversity(cosine: torch.Tensor, variant: str = "entropy", tau_sq: float = 0.2) -> torch.Tensor:
+    """L_cd, a scalar, from the cosine similarities ``cosine`` (2N, M, K) = s(f_{i,m}, c_{m,k}).
 
-    logits: (2N, M, K) cosine similarities s(f_{i,m}, c_{m,k}). p̂_{m,k} is the mean over the
-    batch of softmax_k(s / ``tau``); L_cd = (1/M) Σ_m Σ_k p̂_{m,k} log p̂_{m,k} (supp. Eq. 1).
-    Minimising it spreads the batch over all K codewords of every codebook.
+    Every variant first averages an assignment distribution over the batch, p̂_{m,k}, then
+    penalises its concentration; minimising it spreads the batch over all K codewords. The
+    variants are the four of the supplement's Fig. 2 (left):
+
+    * ``"entropy"`` (L_cd, supp. Eq. 1, the paper's choice): p = softmax_k(s), no temperature;
+      L = (1/M) Σ_m Σ_k p̂ log p̂, in [−log K, 0]. With s a cosine the softmax spans at most a
+      factor e² between codewords, so this is a gentle term (see the class docstring).
+    * ``"soft"`` (L_cd-soft): p = the soft-quantization probabilities softmax_k(s / τ_sq).
+    * ``"ed"`` (L_cd-ed): p = softmax_k(−‖f_m − c_{m,k}‖²), which for unit vectors is softmax_k(2s).
+    * ``"spro"`` (L_cd-spro): Eq. 1's p, with the entropy replaced by the squared probability
+      (1/M) Σ_m Σ_k p̂², in [1/K, 1] (the supplement names it only; this is our reading).
     """
-    p_mean = F.softmax(logits / tau, dim=-1).mean(dim=0)                 # (M, K)
+    if variant == "soft":
+        logits = cosine / tau_sq
+    elif variant == "ed":
+        logits = 2.0 * cosine
+    else:
+        logits = cosine
+    p_mean = F.softmax(logits, dim=-1).mean(dim=0)                           # (M, K)
+    if variant == "spro":
+        return (p_mean ** 2).sum(-1).mean()
     return (p_mean * torch.log(p_mean.clamp_min(1e-12))).sum(-1).mean()
 
 
@@ -220,7 +249,9 @@ class SSCQ(DeepQuantizer):
     lambda_icz, lambda_icf, tau_ic : weights of L_icz and L_icf (1, 1) and their temperature τ_ic (0.5).
     lambda_pn, n_neighbours, tau_pn : L_pn weight λ_pn (0.1), N_k (20), τ_pn (0.5).
     lambda_cc, tau_cc, fusion : L_cc weight λ_cc (0.4), τ_cc (0.2), φ = "concat" or "sum".
-    lambda_cd : λ_cd (0.2), the codeword-diversity weight; 0 shows the codebook collapse it prevents.
+    lambda_cd : λ_cd (0.2), the codeword-diversity weight; 0 switches L_cd off.
+    cd_variant : form of L_cd, one of :data:`CD_VARIANTS` (supp. Fig. 2): "entropy" (Eq. 1, the
+        paper's; default), "soft", "ed" or "spro"; see :func:`codeword_diversity`.
 
     Fitted attributes: ``model_`` (:class:`SSCQNet`), ``codebooks_`` (M, K, D/M) float32 unit
     codewords, ``history_`` (list of per-epoch loss dicts).
@@ -238,6 +269,7 @@ class SSCQ(DeepQuantizer):
         Option("--lambda-cc", "lambda_cc", "global-consistency weight λ_cc (default 0.4; 0 = off)", type=float),
         Option("--no-icz", "lambda_icz", "switch off the instance contrastive loss on z", const=0.0),
         Option("--no-icf", "lambda_icf", "switch off the instance contrastive loss on f", const=0.0),
+        Option("--cd-variant", "cd_variant", "form of L_cd: entropy (paper, default), soft, ed or spro", type=str),
         Option("--fusion", "fusion", "fusion φ(f, z) of L_cc: concat (default) or sum", type=str),
     )
 
@@ -247,7 +279,7 @@ class SSCQ(DeepQuantizer):
                  tau_sq: float = 0.2, lambda_icz: float = 1.0, lambda_icf: float = 1.0, tau_ic: float = 0.5,
                  lambda_pn: float = 0.1, n_neighbours: int = 20, tau_pn: float = 0.5,
                  lambda_cc: float = 0.4, tau_cc: float = 0.2, fusion: str = "concat", lambda_cd: float = 0.2,
-                 random_state: int = 0, device: str = "cpu"):
+                 cd_variant: str = "entropy", random_state: int = 0, device: str = "cpu"):
         super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
         self.embedding_dim = embedding_dim
         self.epochs = epochs
@@ -268,6 +300,7 @@ class SSCQ(DeepQuantizer):
         self.tau_cc = tau_cc
         self.fusion = fusion
         self.lambda_cd = lambda_cd
+        self.cd_variant = cd_variant
 
     def _embedding_size(self) -> int:
         return SUB_DIM * self.n_subspaces if self.embedding_dim is None else self.embedding_dim
@@ -293,6 +326,9 @@ class SSCQ(DeepQuantizer):
                                    "keep at least one term, e.g. lambda_icz=1")
         check_int(self.n_neighbours, "n_neighbours (N_k)", low=0)
         check_int(self.warmup_epochs, "warmup_epochs", low=0)
+        if self.cd_variant not in CD_VARIANTS:
+            raise InvalidParameter(f"cd_variant={self.cd_variant!r} is not known; use one of {', '.join(CD_VARIANTS)} "
+                                   "(entropy = the paper's L_cd)")
         if self.fusion not in FUSIONS:
             raise InvalidParameter(f"fusion={self.fusion!r} is not known; use one of {', '.join(FUSIONS)}")
         if min(self.batch_size, len(X)) < 2:
@@ -326,7 +362,7 @@ class SSCQ(DeepQuantizer):
             h = torch.cat([f, z], dim=1) if self.fusion == "concat" else f + z
             terms["cc"] = consistency_loss(h[:n], h[n:], self.tau_cc)
         if self.lambda_cd:
-            terms["cd"] = codeword_diversity(logits, self.tau_sq)
+            terms["cd"] = codeword_diversity(logits, self.cd_variant, self.tau_sq)
         return terms
 
     def _make_model(self, dim: int, gen: torch.Generator) -> SSCQNet:
