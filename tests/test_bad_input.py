@@ -87,12 +87,22 @@ def test_K_beyond_uint16(X):
     ("n_subspaces", 2.5, InvalidType, "n_subspaces (M) must be an integer"),
     ("n_codewords", 1, InvalidParameter, "n_codewords (K)=1 is out of range"),
     ("n_iter", 0, InvalidParameter, "n_iter=0 is out of range"),
-    ("init", "kmeans++", InvalidParameter, "init='kmeans++' is not known; use 'random' or 'narrow'"),
+    ("init", "kmeans++", InvalidParameter, "init='kmeans++' is not known; use one of random, narrow"),
     ("device", "tpu", InvalidParameter, "device='tpu' is not a torch device"),
 ])
 def test_bad_hyper_parameters(X, param, value, exc, fragment):
     with raises(exc, fragment):
         methods.create("pq", **{"n_subspaces": 4, "n_codewords": 16, param: value}).fit(X)
+
+
+@pytest.mark.parametrize("method,param", [(name, param) for name in methods.available()
+                                          for param in methods.get(name).param_choices])
+def test_a_named_option_outside_its_choices_names_them(X, method, param):
+    """Every parameter a method lists in ``param_choices`` is checked by ``fit`` before any work,
+    with a message that names the parameter and every allowed value."""
+    allowed = methods.get(method).param_choices[param]
+    with raises(InvalidParameter, f"{param}='bogus' is not known", ", ".join(map(str, allowed))):
+        methods.create(method, n_subspaces=4, n_codewords=16, **{param: "bogus"}).fit(X, np.zeros(len(X), dtype=np.int64))
 
 
 def test_labels_of_wrong_length_or_kind(X):

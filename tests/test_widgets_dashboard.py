@@ -90,3 +90,16 @@ def test_knobs_for_a_new_method_are_built_from_its_signature():
     assert steps_param(Toy) == "epochs"
     kinds = {name: type(_knob(name, value)) for name, value in knobs.items()}
     assert kinds == {"lam": ipw.FloatText, "gini": ipw.Checkbox, "note": ipw.Text, "hidden": ipw.Text}
+
+
+def test_named_options_are_a_drop_down_that_refuses_other_values():
+    """A method's ``param_choices`` (SSCQ's L_cd forms, say) become a drop-down of exactly those
+    values; the programmatic path refuses others with the parameter's name, as ``fit`` does."""
+    dash = Dashboard("sscq")
+    knob = dash.knobs["cd_variant"]
+    assert isinstance(knob, ipw.Dropdown) and tuple(knob.options) == methods.get("sscq").param_choices["cd_variant"]
+    dash.set_params(cd_variant="soft")
+    assert dash.params()["cd_variant"] == "soft"
+    with pytest.raises(ValueError, match="cd_variant"):
+        dash.set_params(cd_variant="gini")
+    assert isinstance(dash.knobs["fusion"], ipw.Dropdown) and isinstance(dash.knobs["backbone"], ipw.Dropdown)

@@ -2,7 +2,8 @@
 
 ``Dashboard(method="pq", data="digits", **params)`` builds the controls from the method
 registry, so a newly registered method appears in the dropdown with its own knobs (read from
-its ``__init__`` signature, with its ``cli_options`` help as tooltips) without editing this file.
+its ``__init__`` signature, with its ``cli_options`` help as tooltips and a drop-down for each
+parameter in its ``param_choices``) without editing this file.
 
 Threading: Start trains in a ``threading.Thread`` with a :class:`~explorer.events.StopSignal`;
 the kernel stays free. Every event is *observed* by every view (cheap bookkeeping, so line plots
@@ -91,11 +92,14 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
 
 
 # --------------------------------------------------------------------------- knobs
-def _knob(name: str, default, help_text: str = ""):
-    """An ipywidget editing one hyper-parameter, chosen from its default's type."""
+def _knob(name: str, default, help_text: str = "", choices: tuple | None = None):
+    """An ipywidget editing one hyper-parameter: a drop-down of ``choices`` when the method names
+    them (``param_choices``), else chosen from its default's type."""
     style = {"description_width": "initial"}
     layout = ipw.Layout(width="auto", min_width="170px", margin="2px 12px 2px 0")
-    if isinstance(default, bool):
+    if choices:
+        w = ipw.Dropdown(options=list(choices), value=default, description=name, style=style, layout=layout)
+    elif isinstance(default, bool):
         w = ipw.Checkbox(value=default, description=name, indent=False, layout=layout)
     elif isinstance(default, int):
         w = ipw.IntText(value=default, description=name, style=style, layout=layout)
@@ -222,7 +226,8 @@ class Dashboard:
         helps = {opt.param: opt.help for opt in cls.cli_options}
         self.knobs = {}
         for pname, default in method_knobs(cls).items():
-            self.knobs[pname] = _knob(pname, params.get(pname, default), helps.get(pname, ""))
+            self.knobs[pname] = _knob(pname, params.get(pname, default), helps.get(pname, ""),
+                                      cls.param_choices.get(pname))
         self.knobs_box.children = list(self.knobs.values())
 
     def params(self) -> dict:
@@ -254,6 +259,8 @@ class Dashboard:
                 self.steps_w.value = value
             elif name in self.knobs:
                 w = self.knobs[name]
+                if isinstance(w, ipw.Dropdown) and value not in w.options:
+                    raise ValueError(f"{name}={value!r} is not known; use one of {', '.join(map(str, w.options))}")
                 w.value = ("" if value is None else str(value)) if isinstance(w, ipw.Text) else value
             else:
                 raise ValueError(f"method {cls.name!r} has no parameter {name!r}; valid: {', '.join(cls.param_names())}")

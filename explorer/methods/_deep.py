@@ -65,6 +65,7 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
     image_shape : (h, w) of image inputs; None infers it from d (64 → 8×8, 784 → 28×28).
     """
 
+    param_choices = {"backbone": BACKBONES}
     training_state_keys = ("optimizer", "scheduler")
     network_attrs = ("model_",)
 
@@ -91,8 +92,6 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
         check_int(self.epochs, "epochs", low=1)
         check_int(self.batch_size, "batch_size", low=2)
         check_float(self.lr, "lr", low=0.0)
-        if self.backbone not in BACKBONES:
-            raise InvalidParameter(f"backbone={self.backbone!r} is not known; use one of {', '.join(BACKBONES)}")
 
     # ------------------------------------------------------------------ training helpers
     def _prepare(self, X: np.ndarray) -> torch.Tensor:

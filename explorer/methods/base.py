@@ -93,6 +93,8 @@ class Quantizer:
       codes_follow_classes: a supervised method whose codes converge to one codeword per class
         and subspace (DPQ, FPPQ); codebook health is then judged against the number of classes.
       cli_options: the method's own CLI flags (:class:`Option`).
+      param_choices: {parameter: allowed values} for the parameters that name one of a few
+        options; ``fit`` rejects any other value, and the dashboard offers them in a drop-down.
     """
 
     name: ClassVar[str] = ""
@@ -102,6 +104,7 @@ class Quantizer:
     has_soft_codes: ClassVar[bool] = False
     codes_follow_classes: ClassVar[bool] = False
     cli_options: ClassVar[tuple[Option, ...]] = ()
+    param_choices: ClassVar[dict[str, tuple]] = {}
     supports_checkpoint: ClassVar[bool] = False
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
 
@@ -177,6 +180,7 @@ class Quantizer:
         y = check_labels(y, X.shape[0], "y")
         if self.supervised and y is None:
             raise InvalidParameter(f"method {self.name!r} is supervised: pass class labels y (one per vector) to fit")
+        self._check_choices()
         self._validate(X, y)
         self.device_ = resolve_device(self.device)
         self.dim_ = X.shape[1]
@@ -215,6 +219,13 @@ class Quantizer:
             return None
         n_classes = int(len(np.unique(y)))
         return n_classes if n_classes < self.n_codewords else None
+
+    def _check_choices(self) -> None:
+        """Raise :class:`InvalidParameter` naming the parameter whose value is not in :attr:`param_choices`."""
+        for name, allowed in self.param_choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InvalidParameter(f"{name}={value!r} is not known; use one of {', '.join(map(str, allowed))}")
 
     def _validate(self, X: np.ndarray, y: np.ndarray | None) -> None:
         """Check hyper-parameters against the data; methods with an embedding override the dim check."""

@@ -369,6 +369,8 @@ class FPPQ(DeepQuantizer):
     codes_follow_classes = True
     has_soft_codes = False
     supports_checkpoint = True  # model, Adam, LR schedule, epoch, RNGs, plus phase and PQ labels
+    param_choices = {**DeepQuantizer.param_choices, "margin_kind": MARGIN_KINDS, "label_features": LABEL_FEATURES,
+                     "label_source": LABEL_SOURCES}
     cli_options = DEEP_OPTIONS + (
         Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
         Option("--margin", "margin", "the margin m (FPPQ: 0.2)", type=float),
@@ -422,11 +424,6 @@ class FPPQ(DeepQuantizer):
         check_float(self.margin, "margin", low=0.0)
         check_float(self.cls_weight, "cls_weight", low=0.0)
         check_int(self.pretrain_epochs, "pretrain_epochs", low=0)
-        for value, name, allowed in ((self.margin_kind, "margin_kind", MARGIN_KINDS),
-                                     (self.label_features, "label_features", LABEL_FEATURES),
-                                     (self.label_source, "label_source", LABEL_SOURCES)):
-            if value not in allowed:
-                raise InvalidParameter(f"{name}={value!r} is not known; use one of {', '.join(allowed)}")
         if self.fallback_duplicate_rate is not None:
             check_float(self.fallback_duplicate_rate, "fallback_duplicate_rate", low=0.0, high=1.0)
         M, K = self.n_subspaces, self.n_codewords

@@ -46,6 +46,7 @@ class OPQ(PQ):
     title = "Optimized product quantization"
     paper = "Ge, He, Ke & Sun, TPAMI 2014"
     cli_options = ()
+    param_choices = {}  # PQ's ``init`` is not a parameter here
     supports_checkpoint = True  # state: rotation_, codebooks_, round, RNG states
     checkpoint_attrs = ("codebooks_", "rotation_")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import InvalidParameter
 from ..kmeans import init_random_points, lloyd, split_into_subspaces
 from . import register
 from .base import Option, Quantizer
@@ -48,6 +47,7 @@ class PQ(Quantizer):
     title = "Product quantization"
     paper = "Jégou, Douze & Schmid, TPAMI 2011"
     supports_checkpoint = True  # state: codebooks_, step, RNG states (see Quantizer.state_dict)
+    param_choices = {"init": ("random", "narrow")}
     cli_options = (
         Option("--init", "init", "codebook initialisation: random (faiss) or narrow (bad start, for collapse demos)", type=str),
         Option("--no-repair", "repair_empty", "do not repair empty clusters", const=False),
@@ -66,8 +66,6 @@ class PQ(Quantizer):
         super()._validate(X, y)
         from ..validation import check_int
         check_int(self.n_iter, "n_iter", low=1)
-        if self.init not in ("random", "narrow"):
-            raise InvalidParameter(f"init={self.init!r} is not known; use 'random' or 'narrow'")
 
     def _init_codebooks(self, Xs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.init == "narrow":

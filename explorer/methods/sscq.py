@@ -265,6 +265,7 @@ class SSCQ(DeepQuantizer):
     supervised = False
     has_soft_codes = True
     supports_checkpoint = True  # model, Adam, warm-up/cosine schedule, epoch, RNGs (see _deep.py)
+    param_choices = {**DeepQuantizer.param_choices, "fusion": FUSIONS, "cd_variant": CD_VARIANTS}
     cli_options = DEEP_OPTIONS + (
         Option("--lambda-cd", "lambda_cd", "codeword-diversity weight λ_cd (default 0.2; 0 = off)", type=float),
         Option("--lambda-pn", "lambda_pn", "part-neighbour weight λ_pn (default 0.1; 0 = off)", type=float),
@@ -328,11 +329,6 @@ class SSCQ(DeepQuantizer):
                                    "keep at least one term, e.g. lambda_icz=1")
         check_int(self.n_neighbours, "n_neighbours (N_k)", low=0)
         check_int(self.warmup_epochs, "warmup_epochs", low=0)
-        if self.cd_variant not in CD_VARIANTS:
-            raise InvalidParameter(f"cd_variant={self.cd_variant!r} is not known; use one of {', '.join(CD_VARIANTS)} "
-                                   "(entropy = the paper's L_cd)")
-        if self.fusion not in FUSIONS:
-            raise InvalidParameter(f"fusion={self.fusion!r} is not known; use one of {', '.join(FUSIONS)}")
         if min(self.batch_size, len(X)) < 2:
             raise InvalidParameter("contrastive training needs at least 2 images per batch; pass more vectors")
 
