@@ -64,8 +64,8 @@ epochs, 0.77 after 10, 0.84 after 20, against 0.65 for k-means PQ on the raw pix
 What L_cd does here (mean codeword perplexity of the base's hard codes, of K = 16; digits, M = 8,
 5 epochs, seeds 0–2; λ_cd = 0.2):
 
-* The paper's L_cd barely acts: 9.27 with it against 9.22 without (+0.5%; "ed" +2.5%, "spro"
-  +0.1%). Its softmax of a cosine spans at most a factor e² between codewords, so a batch piled
+* The paper's L_cd barely acts: 9.27 with it against 9.22 without (+0.5%; "ed" +2.4%, "spro"
+  +0.04%). Its softmax of a cosine spans at most a factor e² between codewords, so a batch piled
   on one codeword scores only ≈0.05 nats above an evenly spread one, and λ_cd = 0.2 makes that
   gradient small beside the other terms. The same holds longer, wider and on other data: digits
   after 100 epochs 10.93 against 10.83; digits at M = 16 (64 bits) after 60 epochs 10.35 against
