@@ -353,16 +353,13 @@ def split_queries(ds: Dataset, n_queries: int = 200, *, random_state: int = 0) -
     if ds.queries is not None:
         return ds
     n_queries = check_int(n_queries, "n_queries", low=1, high=ds.n - 1, fix="keep at least one base vector")
-    rng = np.random.default_rng(random_state)
-    held = np.zeros(ds.n, dtype=bool)
-    held[rng.choice(ds.n, size=n_queries, replace=False)] = True
+    ids = np.sort(np.random.default_rng(random_state).choice(ds.n, size=n_queries, replace=False))
     lab = ds.labels
-    labels = dict(labels=None if lab is None else lab[~held], query_labels=None if lab is None else lab[held])
-    if is_memory_mapped(ds.base):
-        ids = np.flatnonzero(held)
+    labels = dict(labels=None if lab is None else np.delete(lab, ids), query_labels=None if lab is None else lab[ids])
+    if is_memory_mapped(ds.base):  # no (n,) mask either: memory here is O(n_queries)
         return replace(ds, base=RowsExcept(ds.base, ids), queries=np.asarray(ds.base[ids]), **labels)
     base = np.asarray(ds.base)
-    return replace(ds, base=base[~held], queries=base[held], **labels)
+    return replace(ds, base=np.delete(base, ids, axis=0), queries=base[ids], **labels)
 
 
 def sample_rows(n: int, size: int, random_state: int = 0) -> np.ndarray:

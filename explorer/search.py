@@ -41,14 +41,14 @@ def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarra
     """
     tables = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32))
     nq, M, K = tables.shape
-    codes = check_codes(codes, M, K)
+    codes = check_codes(codes, M, K, as_int64=False)  # uint8 codes of a huge base: converted per block below
     k = check_int(k, "k", low=1)
     flat = tables.reshape(nq, M * K)
     offsets = torch.arange(M, dtype=torch.int64) * K
     block = max(1, _BLOCK // max(1, nq * M))
     best_d = best_i = None
     for start in range(0, len(codes), block):
-        c = torch.from_numpy(codes[start:start + block]) + offsets[None, :]  # (b, M)
+        c = torch.from_numpy(codes[start:start + block].astype(np.int64)) + offsets[None, :]  # (b, M)
         d = flat[:, c.reshape(-1)].reshape(nq, len(c), M).sum(-1)
         ids = torch.arange(start, start + len(c), dtype=torch.int64)
         best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
@@ -67,7 +67,7 @@ def sdc_search(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int) ->
     return adc_search(tables.numpy(), codes, k)
 
 
-_KNN_CHUNK = 1 << 20  # base elements per exact-search chunk: 4 MB of float32
+_KNN_CHUNK = 1 << 19  # base elements per exact-search chunk: 2 MB of float32
 
 
 def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None
     ids (nq, k) int64), nearest first; k is capped at n.
 
     base (n, d), of any numeric dtype, may be a memory map (or :class:`~explorer.data.RowsExcept`):
-    it is read and searched ``chunk_rows`` rows at a time (default: 4 MB of float32, 2^20 / d
+    it is read and searched ``chunk_rows`` rows at a time (default: 2 MB of float32, 2^19 / d
     rows), each chunk's k best merged into the running best with :func:`merge_topk`, so memory is
     one chunk plus (nq, 2k) whatever n is. A base that fits in one chunk gives faiss's answer as is.
     """
