@@ -13,7 +13,7 @@ queries are read (``--n-queries`` rows) and skipped lazily in the base, without 
 rows, gathered in file order, so only those N rows are read into memory; the evaluation reads
 the base in batches (:func:`~explorer.report.evaluate`) and keeps only its codes, n × M bytes
 for K ≤ 256. Without ``--train-size`` the fit reads the whole base into memory, as any fit on
-all of it must.
+all of it must. The report's ``n_train`` says how many vectors the fit saw.
 """
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def _run(args) -> int:
     recall = report["recall_at"]
     mp = "n/a" if report["map"] is None else f"{report['map']:.4f}"
     print(f"{quantizer.title} on {ds.name}: {report['n_base']}×{report['dim']}, M={report['subspaces']} "
-          f"K={report['codewords']} ({report['bits']} bits)")
+          f"K={report['codewords']} ({report['bits']} bits)"
+          + ("" if args.train_size is None else f", fit on a sample of {report['n_train']}"))
     print(f"distortion {report['distortion']:.4f}  recall@1/10/100 {recall['1']:.3f}/{recall['10']:.3f}/{recall['100']:.3f}"
           f"  mAP {mp}  collapsed subspaces {sum(report['collapsed'])}/{report['subspaces']}  "
           f"fit {report['fit_seconds']:.2f}s")
