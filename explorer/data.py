@@ -282,26 +282,107 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
     return ds
 
 
+def is_memory_mapped(array) -> bool:
+    """True when ``array`` (or an array it is a view of) reads a file through a memory map."""
+    import mmap
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap, RowsExcept)):
+            return True
+        array = getattr(array, "base", None)
+    return False
+
+
+class RowsExcept:
+    """The rows of a memory-mapped ``array`` (n, d) except the sorted ids ``excluded``, read on indexing.
+
+    Behaves as a read-only (n − len(excluded), d) array for what the library does with a base:
+    ``len``, ``shape``, ``dtype``, ``ndim``, slicing and integer-array indexing (which read only
+    the rows asked for and return ndarrays), and ``np.asarray`` (which reads every kept row: a
+    full copy, for consumers that need the whole base in memory). It holds only the excluded
+    ids: kept position p is file row p + #{j : excluded[j] − j ≤ p}.
+    """
+
+    def __init__(self, array: np.ndarray, excluded: np.ndarray) -> None:
+        self.array = array
+        self.excluded = np.unique(np.asarray(excluded, dtype=np.int64))
+        self._gaps = self.excluded - np.arange(len(self.excluded))  # kept rows before each excluded one
+        self.shape = (len(array) - len(self.excluded),) + tuple(array.shape[1:])
+        self.dtype, self.ndim = array.dtype, array.ndim
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"RowsExcept({self.shape}, {self.dtype}, {len(self.excluded)} rows excluded)"
+
+    def file_rows(self, positions: np.ndarray) -> np.ndarray:
+        """int64 row ids in ``array`` of kept ``positions`` (any shape, each in [0, len))."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions + np.searchsorted(self._gaps, positions, side="right")
+
+    def __getitem__(self, key):
+        rest = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        if isinstance(key, slice):
+            positions = np.arange(*key.indices(len(self)))
+        else:
+            positions = np.asarray(key)
+            if positions.dtype == bool:
+                positions = np.flatnonzero(positions)
+            if not np.issubdtype(positions.dtype, np.integer):
+                raise IndexError(f"RowsExcept takes slices and integer or boolean row indices, not {key!r}")
+            positions = np.where(positions < 0, positions + len(self), positions)
+            if positions.size and (positions.min() < 0 or positions.max() >= len(self)):
+                raise IndexError(f"row index out of range for {len(self)} rows")
+        rows = self.array[self.file_rows(positions)]
+        return rows[(slice(None),) * positions.ndim + rest] if rest else rows
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
 def split_queries(ds: Dataset, n_queries: int = 200, *, random_state: int = 0) -> Dataset:
     """Hold out ``n_queries`` base vectors (seeded) as queries; they leave the base.
 
-    A dataset that already has queries is returned unchanged.
+    A dataset that already has queries is returned unchanged. An in-memory base is copied
+    without the held rows. A memory-mapped base (a vector file) is not copied: the new base is a
+    :class:`RowsExcept` view that skips the held rows lazily, so the same rows in the same order
+    are seen as with a copy, and only the queries (``n_queries`` rows) are read into memory.
     """
     if ds.queries is not None:
         return ds
     n_queries = check_int(n_queries, "n_queries", low=1, high=ds.n - 1, fix="keep at least one base vector")
-    rng = np.random.default_rng(random_state)
-    held = np.zeros(ds.n, dtype=bool)
-    held[rng.choice(ds.n, size=n_queries, replace=False)] = True
-    base = np.asarray(ds.base)
+    ids = np.sort(np.random.default_rng(random_state).choice(ds.n, size=n_queries, replace=False))
     lab = ds.labels
-    return replace(ds, base=base[~held], queries=base[held],
-                   labels=None if lab is None else lab[~held], query_labels=None if lab is None else lab[held])
+    labels = dict(labels=None if lab is None else np.delete(lab, ids), query_labels=None if lab is None else lab[ids])
+    if is_memory_mapped(ds.base):  # no (n,) mask either: memory here is O(n_queries)
+        return replace(ds, base=RowsExcept(ds.base, ids), queries=np.asarray(ds.base[ids]), **labels)
+    base = np.asarray(ds.base)
+    return replace(ds, base=np.delete(base, ids, axis=0), queries=base[ids], **labels)
+
+
+def sample_rows(n: int, size: int, random_state: int = 0) -> np.ndarray:
+    """(size,) int64 sorted ids of a seeded sample without replacement of ``range(n)``.
+
+    Sorted, so that gathering them from a memory map reads the file forwards, once.
+    """
+    return np.sort(np.random.default_rng(random_state).choice(n, size=size, replace=False))
+
+
+def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) -> np.ndarray:
+    """(min(train_size, n), d) float32: seeded rows of ``base`` in file order (only those rows are read)."""
+    n = len(base)
+    train_size = check_int(train_size, "train_size", low=1)
+    if train_size >= n:
+        return check_vectors(base, "base")
+    return check_vectors(base[sample_rows(n, train_size, random_state)], "base (training sample)")
 
 
 def ground_truth(ds: Dataset, k: int = 100) -> np.ndarray:
-    """(nq, k) int64 ids of each query's exact nearest base vectors by L2 (faiss ``IndexFlatL2``)."""
+    """(nq, k) int64 ids of each query's exact nearest base vectors by L2 (faiss ``IndexFlatL2``),
+    searched in chunks of the base (:func:`~explorer.search.exact_knn`), so a memory-mapped base is not loaded whole."""
     from .search import exact_knn
     if ds.queries is None:
         raise InvalidParameter("the dataset has no queries; call split_queries(ds, n_queries) first")
-    return exact_knn(check_vectors(ds.base, "base"), check_vectors(ds.queries, "queries"), k)[1]
+    return exact_knn(ds.base, ds.queries, k)[1]

@@ -244,12 +244,21 @@ class Throttle:
         return self.callback(event)
 
 
+_USAGE_BLOCK = 1 << 16  # codes counted per block: the int64 copies stay at 0.5 MB whatever n is
+
+
 def usage_counts(codes: np.ndarray, n_codewords: int) -> np.ndarray:
-    """(M, K) int64 counts of each code in ``codes`` (n, M)."""
-    codes = np.asarray(codes, dtype=np.int64)
+    """(M, K) int64 counts of each code in ``codes`` (n, M), counted in blocks of rows (uint8
+    codes of a huge base are not copied whole to int64)."""
+    codes = np.asarray(codes)
     n_sub = codes.shape[1]
-    flat = codes + np.arange(n_sub, dtype=np.int64)[None, :] * n_codewords
-    return np.bincount(flat.ravel(), minlength=n_sub * n_codewords).reshape(n_sub, n_codewords)
+    offsets = np.arange(n_sub, dtype=np.int64)[None, :] * n_codewords
+    rows = max(1, _USAGE_BLOCK // n_sub)
+    counts = np.zeros(n_sub * n_codewords, dtype=np.int64)
+    for start in range(0, max(len(codes), 1), rows):
+        flat = codes[start:start + rows].astype(np.int64) + offsets
+        counts += np.bincount(flat.ravel(), minlength=n_sub * n_codewords)
+    return counts.reshape(n_sub, n_codewords)
 
 
 def perplexity_from_usage(usage: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch
 
 from . import methods
 from .atomic import atomic_path
+from .data import training_sample  # noqa: F401  (re-exported: export's historical home)
 from .errors import InvalidParameter
 from .kmeans import init_random_points, lloyd
 from .methods.base import Quantizer
@@ -49,16 +50,6 @@ class IndexModel:
     def codebooks(self) -> np.ndarray:
         """(M, K, D/M) float32: the codebooks the index stores."""
         return (self.residual or self.quantizer).codebooks_
-
-
-def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) -> np.ndarray:
-    """(min(train_size, n), d) float32: seeded rows of ``base`` in file order (only those rows are read)."""
-    n = len(base)
-    train_size = check_int(train_size, "train_size", low=1)
-    if train_size >= n:
-        return check_vectors(base, "base")
-    rows = np.sort(np.random.default_rng(random_state).choice(n, size=train_size, replace=False))
-    return check_vectors(base[rows], "base (training sample)")
 
 
 def _check_exportable(quantizer: Quantizer) -> None:

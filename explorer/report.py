@@ -16,24 +16,37 @@ import numpy as np
 from . import diagnostics, metrics
 from .atomic import atomic_path
 from .data import Dataset, ground_truth
+from .search import encode_batched
 from .validation import check_vectors
 
 RECALL_AT = (1, 10, 100)
+# Rows read per evaluation batch, encode_batched's default: 0.5 MB of float32 at d=128; the
+# distortion's float64 temporaries are a few times that, still far below the codes for large n.
+EVAL_BATCH = 1024
 
 
-def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None) -> dict:
+def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size: int = EVAL_BATCH) -> dict:
     """Encode the base, search the queries, and measure.
 
     Returns distortion (mean ||z − ẑ||² in the codebooks' space), recall_at {"1","10","100"}
     (1-recall@R against exact L2 neighbours in the input space), map (mAP@all over the whole
     base, with labels; else None), usage (M, K), perplexity (M), dead_codes (M), collapsed (M),
     and encode_seconds; also ``codes`` (n, M) for callers that need them.
+
+    Bounded memory: the base (possibly a memory map or :class:`~explorer.data.RowsExcept`) is
+    read ``batch_size`` rows at a time to encode it (:func:`~explorer.search.encode_batched`)
+    and to sum the distortion, and in chunks for the exact ground truth
+    (:func:`~explorer.search.exact_knn`); what is held is the codes (n·M bytes for K ≤ 256) and
+    ADC search runs over them. mAP@all ranks the whole base per query, (nq, n) ids: with labels
+    of a huge base that is the one term that grows with n · nq.
     """
-    base = check_vectors(ds.base, "base")
+    base = ds.base if getattr(ds.base, "ndim", None) == 2 else check_vectors(ds.base, "base")
+    if len(base) == 0:
+        check_vectors(base, "base")  # raises: an empty base cannot be evaluated
     t0 = time.perf_counter()
-    codes = quantizer.encode(base)
+    codes = encode_batched(quantizer, base, batch_size)
     encode_seconds = time.perf_counter() - t0
-    out: dict = {"distortion": quantizer.embedding_distortion(base, codes), "encode_seconds": encode_seconds}
+    out: dict = {"distortion": _distortion_batched(quantizer, base, codes, batch_size), "encode_seconds": encode_seconds}
     if ds.queries is not None:
         gt = ground_truth(ds, max(RECALL_AT)) if gt is None else gt
         k = len(base) if ds.labels is not None and ds.query_labels is not None else max(RECALL_AT)
@@ -53,6 +66,15 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None) -> dict:
         usage, n_distinct=None if usable is None else np.full(len(usage), usable))
     out["codes"] = codes
     return out
+
+
+def _distortion_batched(quantizer, base, codes: np.ndarray, batch_size: int) -> float:
+    """Mean ||transform(x) − reconstruct(code)||² over ``base`` (n, d), summed ``batch_size`` rows at a time."""
+    total = 0.0
+    for start in range(0, len(base), batch_size):
+        batch = np.asarray(base[start:start + batch_size], dtype=np.float32)
+        total += quantizer.embedding_distortion(batch, codes[start:start + batch_size]) * len(batch)
+    return total / len(base)
 
 
 def build_report(quantizer, ds: Dataset, history: list[dict], evaluation: dict | None = None) -> dict:

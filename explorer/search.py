@@ -12,20 +12,22 @@ import os
 import numpy as np
 import torch
 
-from .errors import InvalidParameter
+from .errors import InvalidParameter, InvalidType
 from .validation import check_codes, check_int, check_vectors
 
 _BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
 
 
 def merge_topk(best_d, best_i, d, ids, k):
-    """Running k smallest: merge block distances ``d`` (nq, b) with ids ``ids`` (b,) into the best so
-    far (``best_d``, ``best_i``: (nq, ≤k) tensors, or None for the first block); return the new best."""
+    """Running k smallest: merge block distances ``d`` (nq, b) with ids ``ids`` (b,) — or (nq, b),
+    one row of ids per query — into the best so far (``best_d``, ``best_i``: (nq, ≤k) tensors, or
+    None for the first block); return the new best."""
+    ids = ids if ids.dim() == 2 else ids[None, :].expand(len(d), -1)
     if best_d is None:
         vals, pos = torch.topk(d, k=min(k, d.shape[1]), dim=1, largest=False)
-        return vals, ids[pos]
+        return vals, torch.gather(ids, 1, pos)
     cat_d = torch.cat([best_d, d], dim=1)
-    all_i = torch.cat([best_i, ids[None, :].expand(len(d), -1)], dim=1)
+    all_i = torch.cat([best_i, ids], dim=1)
     vals, pos = torch.topk(cat_d, k=min(k, cat_d.shape[1]), dim=1, largest=False)
     return vals, torch.gather(all_i, 1, pos)
 
@@ -39,14 +41,14 @@ def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarra
     """
     tables = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32))
     nq, M, K = tables.shape
-    codes = check_codes(codes, M, K)
+    codes = check_codes(codes, M, K, as_int64=False)  # uint8 codes of a huge base: converted per block below
     k = check_int(k, "k", low=1)
     flat = tables.reshape(nq, M * K)
     offsets = torch.arange(M, dtype=torch.int64) * K
     block = max(1, _BLOCK // max(1, nq * M))
     best_d = best_i = None
     for start in range(0, len(codes), block):
-        c = torch.from_numpy(codes[start:start + block]) + offsets[None, :]  # (b, M)
+        c = torch.from_numpy(codes[start:start + block].astype(np.int64)) + offsets[None, :]  # (b, M)
         d = flat[:, c.reshape(-1)].reshape(nq, len(c), M).sum(-1)
         ids = torch.arange(start, start + len(c), dtype=torch.int64)
         best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
@@ -65,16 +67,37 @@ def sdc_search(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int) ->
     return adc_search(tables.numpy(), codes, k)
 
 
-def exact_knn(base: np.ndarray, queries: np.ndarray, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours by squared L2 (faiss ``IndexFlatL2``): (distances, ids) (nq, k)."""
+_KNN_CHUNK = 1 << 19  # base elements per exact-search chunk: 2 MB of float32
+
+
+def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by squared L2 (faiss ``IndexFlatL2``): (distances (nq, k) float32,
+    ids (nq, k) int64), nearest first; k is capped at n.
+
+    base (n, d), of any numeric dtype, may be a memory map (or :class:`~explorer.data.RowsExcept`):
+    it is read and searched ``chunk_rows`` rows at a time (default: 2 MB of float32, 2^19 / d
+    rows), each chunk's k best merged into the running best with :func:`merge_topk`, so memory is
+    one chunk plus (nq, 2k) whatever n is. A base that fits in one chunk gives faiss's answer as is.
+    """
     import faiss
-    base = check_vectors(base, "base")
     queries = check_vectors(queries, "queries")
-    if base.shape[1] != queries.shape[1]:
-        raise InvalidParameter(f"queries have d={queries.shape[1]} but base has d={base.shape[1]}; they must match")
-    index = faiss.IndexFlatL2(base.shape[1])
-    index.add(base)
-    return index.search(queries, min(k, len(base)))
+    if getattr(base, "ndim", None) != 2 or len(base) == 0:
+        base = check_vectors(base, "base")  # lists and the like; raises for 1-D, 3-D or empty input
+    n, d = base.shape
+    if d != queries.shape[1]:
+        raise InvalidParameter(f"queries have d={queries.shape[1]} but base has d={d}; they must match")
+    k = min(check_int(k, "k", low=1), n)
+    chunk = check_int(chunk_rows, "chunk_rows", low=1) if chunk_rows is not None else max(1, _KNN_CHUNK // d)
+    best_d = best_i = None
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        index = faiss.IndexFlatL2(d)
+        index.add(check_vectors(base[start:stop], "base" if stop - start == n else f"base rows {start}–{stop - 1}"))
+        dist, ids = index.search(queries, min(k, stop - start))
+        if stop - start == n:
+            return dist, ids
+        best_d, best_i = merge_topk(best_d, best_i, torch.from_numpy(dist), torch.from_numpy(ids + start), k)
+    return best_d.numpy(), best_i.numpy()
 
 
 def faiss_nbits(n_codewords: int) -> int:
@@ -191,7 +214,13 @@ def encode_batched(quantizer, X, batch: int = 1024) -> np.ndarray:
     n = len(X)
     out = np.empty((n, quantizer.n_subspaces), dtype=code_dtype(quantizer.n_codewords))
     for start in range(0, n, batch):
-        out[start:start + batch] = quantizer.encode(np.asarray(X[start:start + batch], dtype=np.float32))
+        stop = min(start + batch, n)
+        try:
+            out[start:stop] = quantizer.encode(np.asarray(X[start:stop], dtype=np.float32))
+        except (InvalidParameter, InvalidType) as exc:
+            if stop - start == n:
+                raise
+            raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
     return out
 
 

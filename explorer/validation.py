@@ -108,8 +108,9 @@ def code_dtype(n_codewords: int) -> np.dtype:
     return np.dtype(np.uint8) if n_codewords <= 256 else np.dtype(np.uint16)
 
 
-def check_codes(codes, n_subspaces: int, n_codewords: int, name: str = "codes") -> np.ndarray:
-    """Return codes as int64 (n, M), checking shape and range."""
+def check_codes(codes, n_subspaces: int, n_codewords: int, name: str = "codes", *, as_int64: bool = True) -> np.ndarray:
+    """Return codes as int64 (n, M) (or, with ``as_int64=False``, in their own integer dtype, not
+    copied), checking shape and range."""
     arr = np.asarray(codes)
     if arr.ndim != 2 or arr.shape[1] != n_subspaces:
         raise InvalidType(f"{name} must have shape (n, M={n_subspaces}); got {arr.shape}")
@@ -117,4 +118,4 @@ def check_codes(codes, n_subspaces: int, n_codewords: int, name: str = "codes") 
         raise InvalidType(f"{name} must be integers; got dtype {arr.dtype}")
     if arr.size and (arr.min() < 0 or arr.max() >= n_codewords):
         raise InvalidParameter(f"{name} holds values outside [0, {n_codewords - 1}]; were they made by another quantizer?")
-    return arr.astype(np.int64, copy=False)
+    return arr.astype(np.int64, copy=False) if as_int64 else arr

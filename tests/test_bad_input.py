@@ -269,6 +269,10 @@ CLI_CASES = {
     "bad checkpoint interval": (["--checkpoint", "{ck}", "--checkpoint-every", "0"], "checkpoint_every=0 is out of range"),
     "resume without checkpoint": (["--resume", "{ck}"], "no checkpoint.pt there"),
     "unknown device": (["--device", "tpu"], "device='tpu' is not a torch device"),
+    "zero train size": (["--train-size", "0"], "--train-size=0 is out of range; it must be in [1, 1597]. Give at most"),
+    "train size above the base": (["--data", "{ok}", "--queries", "{ok}", "--train-size", "301"],
+                                  "--train-size=301 is out of range; it must be in [1, 300]. Give at most the 300 base "
+                                  "vectors (queries excluded), or leave --train-size out"),
 }
 
 

@@ -63,3 +63,35 @@ def test_bad_input_exits_2_with_one_line_and_no_output_file(tmp_path, args, word
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("with_queries_file", [True, False])
+def test_train_size_fits_on_the_same_sample_as_an_in_memory_fit(tmp_path, with_queries_file):
+    """`--train-size N` on an .fvecs file gives the codebooks (and report) of fitting the same
+    seeded N rows in memory, with a queries file and with queries held out of the file."""
+    from explorer import methods
+    from explorer.checkpoint import load_checkpoint
+    from explorer.report import evaluate
+    full = data.load("synthetic", n=1500, d=16, n_clusters=10, random_state=2)
+    data.write_vecs(tmp_path / "base.fvecs", full.base[:1300])
+    data.write_vecs(tmp_path / "queries.fvecs", full.base[1300:])
+    queries = ["--queries", str(tmp_path / "queries.fvecs")] if with_queries_file else ["--n-queries", "100"]
+    out = tmp_path / "r.json"
+    assert cli.main(["train", "--method", "pq", "--data", str(tmp_path / "base.fvecs"), *queries, "--train-size", "400",
+                     "-M", "4", "-K", "16", "--iters", "4", "--seed", "7", "--checkpoint", str(tmp_path / "ck"),
+                     "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+
+    in_memory = data.Dataset("base", full.base[:1300], queries=full.base[1300:])
+    if not with_queries_file:
+        in_memory = data.split_queries(data.Dataset("base", full.base[:1300]), 100, random_state=7)
+    rows = data.sample_rows(in_memory.n, 400, random_state=7)
+    pq = methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=4, random_state=7).fit(in_memory.base[rows])
+    np.testing.assert_array_equal(load_checkpoint(tmp_path / "ck")["arrays"]["codebooks_"], pq.codebooks_)
+    ev = evaluate(pq, in_memory)
+    assert (report["n_train"], report["n_base"], report["n_queries"]) == (400, in_memory.n, len(in_memory.queries))
+    assert report["usage"] == ev["usage"].tolist() and report["recall_at"] == ev["recall_at"]
+    assert report["distortion"] == pytest.approx(ev["distortion"], rel=1e-6)
+    # a different sample (another seed) gives other codebooks: the comparison can fail
+    other = methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=4, random_state=7)
+    assert not np.array_equal(other.fit(in_memory.base[data.sample_rows(in_memory.n, 400, 8)]).codebooks_, pq.codebooks_)

@@ -130,3 +130,33 @@ def test_split_queries_and_ground_truth():
     assert (gt[:, :1] == brute).mean() > 0.97  # equal up to ties between identical digits
     with pytest.raises(InvalidParameter, match="n_queries"):
         data.split_queries(ds, 1797)
+
+
+def test_split_of_a_memory_mapped_file_skips_the_queries_without_copying_the_base(tmp_path):
+    """Held-out queries leave a memory-mapped base lazily (a RowsExcept view, no copy), and the
+    split sees the same rows, labels and queries, in the same order, as the in-memory split."""
+    ds = data.load("synthetic", n=600, d=8, n_clusters=5, random_state=1)
+    data.write_vecs(tmp_path / "base.fvecs", ds.base)
+    np.save(tmp_path / "labels.npy", ds.labels)
+    on_disk = data.split_queries(data.load(tmp_path / "base.fvecs", labels=tmp_path / "labels.npy"), 70, random_state=4)
+    in_memory = data.split_queries(ds, 70, random_state=4)
+    assert isinstance(on_disk.base, data.RowsExcept) and data.is_memory_mapped(on_disk.base)
+    assert not data.is_memory_mapped(in_memory.base) and isinstance(in_memory.base, np.ndarray)  # digits/synthetic: as before
+    assert on_disk.n == in_memory.n == 530 and on_disk.dim == 8 and len(on_disk.base.excluded) == 70
+    np.testing.assert_array_equal(np.asarray(on_disk.base), in_memory.base)
+    np.testing.assert_array_equal(on_disk.queries, in_memory.queries)
+    np.testing.assert_array_equal(on_disk.labels, in_memory.labels)
+    np.testing.assert_array_equal(on_disk.query_labels, in_memory.query_labels)
+    # slices (any step), integer and boolean rows, negative ids and a column part read the same rows
+    for key in (slice(100, 260), slice(None, None, 7), slice(-5, None), np.array([0, 529, 3, 3, -1]),
+                np.arange(530) % 3 == 0, 17, (slice(10, 20), slice(2, 5))):
+        np.testing.assert_array_equal(on_disk.base[key], in_memory.base[key])
+    with pytest.raises(IndexError):
+        on_disk.base[np.array([530])]
+
+
+def test_sample_rows_is_seeded_sorted_and_without_repeats():
+    rows = data.sample_rows(1000, 300, random_state=5)
+    assert rows.shape == (300,) and len(np.unique(rows)) == 300 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(rows, data.sample_rows(1000, 300, random_state=5))
+    assert not np.array_equal(rows, data.sample_rows(1000, 300, random_state=6))

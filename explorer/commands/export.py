@@ -11,7 +11,8 @@ import sys
 import time
 
 from .. import data
-from ..export import add_in_batches, empty_index, train_index_model, training_sample, write_index_atomic
+from ..data import training_sample
+from ..export import add_in_batches, empty_index, train_index_model, write_index_atomic
 from ._common import add_method_arguments, fall_back_device, method_params
 
 HELP = "train on a sample and write a faiss index (IndexPQ, OPQ pre-transform or IVF-PQ) holding the whole base"

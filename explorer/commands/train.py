@@ -6,6 +6,14 @@ shell convention). A second Ctrl-C aborts at once. ``--checkpoint DIR`` saves th
 every ``--checkpoint-every`` steps and at the end (also when interrupted); ``--resume DIR``
 continues from it and, with the same data, parameters and seed, ends with the same codes as an
 uninterrupted run.
+
+What stays on disk: a vector file given as ``--data`` is memory-mapped and stays there. Held-out
+queries are read (``--n-queries`` rows) and skipped lazily in the base, without copying it
+(:class:`~explorer.data.RowsExcept`); ``--train-size N`` fits on a seeded sample of N base
+rows, gathered in file order, so only those N rows are read into memory; the evaluation reads
+the base in batches (:func:`~explorer.report.evaluate`) and keeps only its codes, n × M bytes
+for K ≤ 256. Without ``--train-size`` the fit reads the whole base into memory, as any fit on
+all of it must. The report's ``n_train`` says how many vectors the fit saw.
 """
 from __future__ import annotations
 
@@ -13,10 +21,11 @@ import signal
 import sys
 import threading
 
-from .. import methods
+from .. import data, methods
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..events import Recorder, StopSignal
 from ..report import build_report, write_json_atomic
+from ..validation import check_int
 from ._common import (ProgressBar, add_data_arguments, add_method_arguments, fall_back_device, load_dataset,
                       method_params)
 
@@ -27,6 +36,8 @@ EXIT_INTERRUPTED = 130
 def add_arguments(p):
     add_method_arguments(p)
     add_data_arguments(p)
+    p.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="fit on a seeded sample of N base vectors, read from the file alone (default: all)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the full report here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="save the training state in DIR (atomically)")
@@ -61,6 +72,19 @@ class _SigintStops:
         return False
 
 
+def training_set(ds: data.Dataset, train_size: int | None, random_state: int = 0):
+    """(X, labels) to fit on: the whole base and its labels, or with ``train_size`` a seeded
+    sample of that many base rows (sorted ids, :func:`~explorer.data.sample_rows`), so that only
+    they are read from a memory-mapped base. Labels are None when the dataset has none."""
+    if train_size is None:
+        return ds.base, ds.labels
+    size = check_int(train_size, "--train-size", low=1, high=ds.n,
+                     fix=f"Give at most the {ds.n} base vectors (queries excluded), "
+                         "or leave --train-size out to fit on all of them")
+    rows = data.sample_rows(ds.n, size, random_state)
+    return ds.base[rows], None if ds.labels is None else ds.labels[rows]
+
+
 def run(args) -> int:
     try:
         return _run(args)
@@ -76,15 +100,17 @@ def _run(args) -> int:
     ckpt_dir = args.checkpoint or args.resume
     checkpointer = Checkpointer(quantizer, ckpt_dir, every=args.checkpoint_every) if ckpt_dir else None
     ds = load_dataset(args)
+    X, y = training_set(ds, args.train_size, args.seed)
     recorder = Recorder(max_steps=10_000)
     callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)])
     stop = StopSignal()
     with _SigintStops(stop):
         # Unsupervised methods never see the labels: they are for scoring (mAP) only.
-        quantizer.fit(ds.base, ds.labels if quantizer.supervised else None, callbacks=callbacks, stop=stop, resume=state)
+        quantizer.fit(X, y if quantizer.supervised else None, callbacks=callbacks, stop=stop, resume=state)
     interrupted = stop.is_set()
     report = build_report(quantizer, ds, recorder.history())
     report["interrupted"] = interrupted
+    report["n_train"] = len(X)
     report["resumed_from_step"] = None if state is None else int(state["step"])
     if interrupted:
         sys.stderr.write(f"\npqx train: interrupted by Ctrl-C after step {quantizer.n_steps_}; "
@@ -92,7 +118,8 @@ def _run(args) -> int:
     recall = report["recall_at"]
     mp = "n/a" if report["map"] is None else f"{report['map']:.4f}"
     print(f"{quantizer.title} on {ds.name}: {report['n_base']}×{report['dim']}, M={report['subspaces']} "
-          f"K={report['codewords']} ({report['bits']} bits)")
+          f"K={report['codewords']} ({report['bits']} bits)"
+          + ("" if args.train_size is None else f", fit on a sample of {report['n_train']}"))
     print(f"distortion {report['distortion']:.4f}  recall@1/10/100 {recall['1']:.3f}/{recall['10']:.3f}/{recall['100']:.3f}"
           f"  mAP {mp}  collapsed subspaces {sum(report['collapsed'])}/{report['subspaces']}  "
           f"fit {report['fit_seconds']:.2f}s")

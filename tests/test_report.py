@@ -1,0 +1,72 @@
+"""evaluate on a memory-mapped base: read in batches and chunks, it gives what the one-shot
+in-memory computation gives (codes, distortion, exact ground truth, recall, mAP, usage)."""
+from dataclasses import replace
+
+import faiss
+import numpy as np
+import pytest
+
+from explorer import data, diagnostics, methods, metrics, search
+from explorer.report import RECALL_AT, build_report, evaluate
+
+
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory):
+    """(memory-mapped split, in-memory split, fitted PQ): 2,000 × 32 synthetic vectors with labels
+    in an .fvecs file, 150 queries held out (lazily on disk, by copy in memory)."""
+    folder = tmp_path_factory.mktemp("report")
+    ds = data.load("synthetic", n=2000, d=32, n_clusters=12, random_state=5)
+    data.write_vecs(folder / "base.fvecs", ds.base)
+    np.save(folder / "labels.npy", ds.labels)
+    mapped = data.split_queries(data.load(folder / "base.fvecs", labels=folder / "labels.npy"), 150, random_state=1)
+    in_memory = data.split_queries(replace(ds, name="base"), 150, random_state=1)
+    pq = methods.create("pq", n_subspaces=8, n_codewords=32, n_iter=5).fit(in_memory.base)
+    return mapped, in_memory, pq
+
+
+@pytest.mark.parametrize("where", ["memory map", "in memory"])
+def test_evaluate_in_batches_equals_the_one_shot_in_memory_computation(on_disk, monkeypatch, where):
+    mapped, in_memory, pq = on_disk
+    assert isinstance(mapped.base, data.RowsExcept)
+    monkeypatch.setattr(search, "_KNN_CHUNK", 32 * 300)  # ground truth over 7 base chunks of 300 rows
+    ev = evaluate(pq, mapped if where == "memory map" else in_memory, batch_size=256)  # 8 batches, the last partial
+
+    # the reference: everything at once on the in-memory base, as evaluate did before batching
+    X = in_memory.base
+    codes = pq.encode(X)
+    index = faiss.IndexFlatL2(X.shape[1])
+    index.add(X)
+    _, gt = index.search(in_memory.queries, max(RECALL_AT))
+    _, ranking = pq.search(in_memory.queries, codes, len(X))
+    np.testing.assert_array_equal(ev["codes"], codes)
+    assert ev["distortion"] == pytest.approx(pq.embedding_distortion(X, codes), rel=1e-9)
+    assert ev["recall_at"] == metrics.recalls(ranking, gt, RECALL_AT)
+    assert ev["map"] == pytest.approx(metrics.mean_average_precision(ranking, in_memory.query_labels, in_memory.labels))
+    np.testing.assert_array_equal(ev["usage"], diagnostics.usage_histogram(codes, 32))
+
+
+def test_the_report_of_a_memory_mapped_base_equals_the_in_memory_one(on_disk):
+    mapped, in_memory, pq = on_disk
+    a, b = build_report(pq, mapped, []), build_report(pq, in_memory, [])
+    assert a["distortion"] == pytest.approx(b["distortion"], rel=1e-9)
+    differ = {"encode_seconds", "fit_seconds", "distortion"}
+    assert {k: v for k, v in a.items() if k not in differ} == {k: v for k, v in b.items() if k not in differ}
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 97, 1850, 5000])
+def test_exact_knn_in_base_chunks_equals_one_faiss_search(on_disk, chunk_rows):
+    mapped, in_memory, _ = on_disk
+    d_ref, i_ref = search.exact_knn(in_memory.base, in_memory.queries, 20, chunk_rows=10**6)
+    d, i = search.exact_knn(mapped.base, mapped.queries, 20, chunk_rows=chunk_rows)
+    np.testing.assert_array_equal(i, i_ref)  # float data: no ties
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-4)
+    assert i.shape == (150, 20) and i.dtype == np.int64 and d.dtype == np.float32
+
+
+def test_evaluate_names_the_rows_of_a_bad_batch(on_disk):
+    """A NaN in a row the fit never read (a --train-size sample) is reported with its rows."""
+    _, in_memory, pq = on_disk
+    X = in_memory.base.copy()
+    X[1500, 3] = np.nan
+    with pytest.raises(ValueError, match="in rows 1024–1849: X contains NaN or inf"):
+        evaluate(pq, data.Dataset("bad", X))
