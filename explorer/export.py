@@ -25,7 +25,6 @@ import torch
 
 from . import methods
 from .atomic import atomic_path
-from .data import training_sample  # noqa: F401  (re-exported: export's historical home)
 from .errors import InvalidParameter
 from .kmeans import init_random_points, lloyd
 from .methods.base import Quantizer

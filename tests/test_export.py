@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from explorer import cli, data
-from explorer.export import (add_in_batches, empty_index, ivf_adc_search, train_index_model, training_sample,
-                             write_index_atomic)
+from explorer.data import training_sample
+from explorer.export import add_in_batches, empty_index, ivf_adc_search, train_index_model, write_index_atomic
 
 M, K, K_NN = 8, 256, 10  # 64-bit codes: exact distance ties between base vectors are rare
 
