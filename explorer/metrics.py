@@ -11,7 +11,8 @@ import numpy as np
 
 from .events import perplexity_from_usage, usage_counts
 
-__all__ = ["distortion", "recall_at", "recalls", "mean_average_precision", "usage_counts", "perplexity_from_usage",
+__all__ = ["distortion", "recall_at", "recalls", "average_precisions", "mean_average_precision", "map_in_blocks",
+           "queries_per_block", "usage_counts", "perplexity_from_usage",
            "soft_hard_gap"]
 
 
@@ -35,12 +36,13 @@ def recalls(ranking: np.ndarray, ground_truth: np.ndarray, rs=(1, 10, 100)) -> d
     return {str(r): recall_at(ranking, ground_truth, min(r, width)) for r in rs}
 
 
-def mean_average_precision(ranking: np.ndarray, query_labels: np.ndarray, base_labels: np.ndarray,
-                           k: int | None = None) -> float:
-    """mAP@k (k=None: over the whole ranking) with relevance = equal class label.
+def average_precisions(ranking: np.ndarray, query_labels: np.ndarray, base_labels: np.ndarray,
+                       k: int | None = None) -> np.ndarray:
+    """(nq,) float64 AP@k of each query (k=None: over the whole ranking), relevance = equal class label.
 
     ranking: (nq, R) base ids, best first; query_labels (nq,); base_labels (n,).
-    A query with no relevant item in its top k contributes AP = 0.
+    A query with no relevant item in its top k has AP = 0. Each row is scored on its own, so the
+    APs of a block of queries equal those rows of the APs of all queries.
     """
     ranking = np.asarray(ranking)
     if k is not None:
@@ -49,8 +51,54 @@ def mean_average_precision(ranking: np.ndarray, query_labels: np.ndarray, base_l
     hits = np.cumsum(rel, axis=1)
     precision = hits / np.arange(1, rel.shape[1] + 1)[None, :]
     n_rel = rel.sum(axis=1)
-    ap = np.where(n_rel > 0, (precision * rel).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
-    return float(ap.mean())
+    return np.where(n_rel > 0, (precision * rel).sum(axis=1) / np.maximum(n_rel, 1), 0.0)
+
+
+def mean_average_precision(ranking: np.ndarray, query_labels: np.ndarray, base_labels: np.ndarray,
+                           k: int | None = None) -> float:
+    """mAP@k (k=None: over the whole ranking) with relevance = equal class label: the mean of
+    :func:`average_precisions`.
+
+    ranking: (nq, R) base ids, best first; query_labels (nq,); base_labels (n,).
+    A query with no relevant item in its top k contributes AP = 0.
+    """
+    return float(average_precisions(ranking, query_labels, base_labels, k).mean())
+
+
+# Ranking ids held per block of queries by map_in_blocks: 2^20 int64 (8 MB); scoring them takes a
+# few float64 (block, R) temporaries more, ~40 MB in all, whatever the base size.
+RANKING_BLOCK = 1 << 20
+
+
+def queries_per_block(n_base: int, budget: int = RANKING_BLOCK) -> int:
+    """Queries whose full rankings of ``n_base`` ids fit in ``budget`` ids (at least 1)."""
+    return max(1, budget // max(1, int(n_base)))
+
+
+def map_in_blocks(rankings, query_labels: np.ndarray, base_labels: np.ndarray, *, ks=(None,),
+                  keep: int = 0) -> tuple[list[float], np.ndarray]:
+    """mAP@k for each k in ``ks`` of rankings that come a block of queries at a time, and their first ``keep`` ids.
+
+    ``rankings`` yields the (b, R) rankings of successive blocks of queries, in query order
+    (e.g. :meth:`~explorer.methods.base.Quantizer.search_blocks`); each is scored
+    (:func:`average_precisions`) and dropped, so memory is one block's (b, R) rather than
+    (nq, R): mAP@all over a base of 10^6 vectors ranks all of it for every query. The means
+    equal :func:`mean_average_precision` of the stacked rankings, whatever the block sizes.
+    Returns ([mAP@k for k in ks], (nq, keep) int64 first ids of every ranking).
+    """
+    query_labels = np.asarray(query_labels)
+    aps, kept, start = [[] for _ in ks], [], 0
+    for ranking in rankings:
+        ranking = np.asarray(ranking)
+        rows = slice(start, start + len(ranking))
+        for k, into in zip(ks, aps):
+            into.append(average_precisions(ranking, query_labels[rows], base_labels, k))
+        kept.append(ranking[:, :keep])
+        start = rows.stop
+    if start != len(query_labels):
+        raise ValueError(f"the rankings cover {start} queries but there are {len(query_labels)} query labels")
+    means = [float(np.concatenate(a).mean()) for a in aps]
+    return means, np.concatenate(kept)
 
 
 def soft_hard_gap(soft: np.ndarray, hard: np.ndarray, soft_assign: np.ndarray, hard_codes: np.ndarray) -> dict:

@@ -25,7 +25,8 @@ RECALL_AT = (1, 10, 100)
 EVAL_BATCH = 1024
 
 
-def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size: int = EVAL_BATCH) -> dict:
+def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size: int = EVAL_BATCH,
+             map_block: int | None = None) -> dict:
     """Encode the base, search the queries, and measure.
 
     Returns distortion (mean ||z − ẑ||² in the codebooks' space), recall_at {"1","10","100"}
@@ -37,8 +38,10 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     read ``batch_size`` rows at a time to encode it (:func:`~explorer.search.encode_batched`)
     and to sum the distortion, and in chunks for the exact ground truth
     (:func:`~explorer.search.exact_knn`); what is held is the codes (n·M bytes for K ≤ 256) and
-    ADC search runs over them. mAP@all ranks the whole base per query, (nq, n) ids: with labels
-    of a huge base that is the one term that grows with n · nq.
+    ADC search runs over them. mAP@all ranks the whole base per query: ``map_block`` queries at
+    a time (default: :func:`~explorer.metrics.queries_per_block`, ~10^6 ids per block), each
+    block's (block, n) ranking (:meth:`~explorer.methods.base.Quantizer.search_blocks`) scored
+    and dropped (:func:`~explorer.metrics.map_in_blocks`).
     """
     base = ds.base if getattr(ds.base, "ndim", None) == 2 else check_vectors(ds.base, "base")
     if len(base) == 0:
@@ -49,11 +52,16 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     out: dict = {"distortion": _distortion_batched(quantizer, base, codes, batch_size), "encode_seconds": encode_seconds}
     if ds.queries is not None:
         gt = ground_truth(ds, max(RECALL_AT)) if gt is None else gt
-        k = len(base) if ds.labels is not None and ds.query_labels is not None else max(RECALL_AT)
-        _, ranking = quantizer.search(ds.queries, codes, k)
+        if ds.labels is not None and ds.query_labels is not None:
+            # mAP@all ranks the whole base for each query: a block of queries at a time, so the
+            # ranking held is (block, n); recall reads the first ids of the same rankings
+            block = metrics.queries_per_block(len(base)) if map_block is None else map_block
+            rankings = (ids for _, ids in quantizer.search_blocks(ds.queries, codes, len(base), block=block))
+            (out["map"],), ranking = metrics.map_in_blocks(rankings, ds.query_labels, ds.labels, keep=max(RECALL_AT))
+        else:
+            _, ranking = quantizer.search(ds.queries, codes, max(RECALL_AT))
+            out["map"] = None
         out["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
-        out["map"] = (metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
-                      if ds.labels is not None and ds.query_labels is not None else None)
     else:
         out["recall_at"] = {str(r): None for r in RECALL_AT}
         out["map"] = None

@@ -70,3 +70,42 @@ def test_evaluate_names_the_rows_of_a_bad_batch(on_disk):
     X[1500, 3] = np.nan
     with pytest.raises(ValueError, match="in rows 1024–1849: X contains NaN or inf"):
         evaluate(pq, data.Dataset("bad", X))
+
+
+@pytest.fixture(scope="module")
+def digits_split():
+    return data.split_queries(data.load("digits"), 200, random_state=0)
+
+
+@pytest.mark.parametrize("name, params", [("pq", {"n_iter": 5}), ("rlq", {"n_iter": 1, "init_iter": 3})])
+def test_map_in_blocks_of_queries_equals_ranking_all_queries_at_once(digits_split, monkeypatch, name, params):
+    """mAP@all and recall are what one (nq, n) ranking gives, for any block of queries, while no
+    search ever ranks more than a block: with K = 16 the distance tables of one query differ
+    from its row of the tables of 200 in the last bits, which reorders near-ties unless the
+    tables are computed once."""
+    ds = digits_split
+    q = methods.create(name, n_subspaces=4, n_codewords=16, **params).fit(ds.base)
+    codes = q.encode(ds.base)
+    _, ranking = q.search(ds.queries, codes, len(codes))  # the whole (nq, n) ranking, as evaluate did
+    expected_map = metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
+    gt = data.ground_truth(ds, max(RECALL_AT))
+    widest = []
+    adc = search.adc_search
+    monkeypatch.setattr(search, "adc_search", lambda tables, c, k: (widest.append(len(tables)), adc(tables, c, k))[1])
+    for block in (1, 7, 200, 500):
+        widest.clear()
+        ev = evaluate(q, ds, gt, map_block=block)
+        assert ev["map"] == expected_map
+        assert ev["recall_at"] == metrics.recalls(ranking, gt, RECALL_AT)
+        if name == "pq":  # RLQ scans with its own loop
+            assert max(widest) == min(block, 200)
+
+
+def test_map_in_blocks_needs_rankings_for_every_query():
+    labels = np.array([0, 1, 0])
+    ranking = np.array([[0, 2, 1], [1, 0, 2]])
+    with pytest.raises(ValueError, match="cover 2 queries but there are 3"):
+        metrics.map_in_blocks(iter([ranking]), np.array([0, 1, 1]), labels)
+    (m,), first = metrics.map_in_blocks(iter([ranking[:1], ranking[1:]]), np.array([0, 1]), labels, ks=(None,), keep=2)
+    assert m == metrics.mean_average_precision(ranking, np.array([0, 1]), labels)
+    np.testing.assert_array_equal(first, ranking[:, :2])

@@ -447,6 +447,20 @@ class Quantizer:
         from ..search import adc_search
         return adc_search(self.distance_tables(queries), codes, k)
 
+    def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
+        """Yield :meth:`search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
+        queries (None: all at once), so that a caller ranking the whole base (k = n) holds one
+        block's (b, n) at a time. The query side (the distance tables of every query) is computed
+        once, as :meth:`search` computes it: tables of a lone query can differ from its row of the
+        tables of many in the last bits (torch's ``cdist`` and BLAS pick kernels by batch size),
+        so blocks stacked equal one :meth:`search`. A method overriding :meth:`search` overrides this too.
+        """
+        from ..search import adc_search
+        tables = self.distance_tables(queries)
+        block = len(tables) if block is None else block
+        for start in range(0, len(tables), block):
+            yield adc_search(tables[start:start + block], codes, k)
+
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
         from ..search import to_faiss

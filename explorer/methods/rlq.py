@@ -481,25 +481,33 @@ class RLQ(TorchTrainingState, Quantizer):
         Distance = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², the look-up tables of
         :meth:`distance_tables` plus the reconstruction norms (faiss ``ST_norm_float``).
         """
+        return next(self.search_blocks(queries, codes, k))
+
+    def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
+        """:meth:`search` for successive blocks of ``block`` queries (see the base class): the
+        tables and query norms are computed once for all queries."""
         from ..search import merge_topk
         k = check_int(k, "k", low=1)
         Q = self.transform(queries)
         tables = torch.from_numpy(self.distance_tables(queries))
-        codes = check_codes(codes, self.n_subspaces, self.n_codewords)
+        codes = check_codes(codes, self.n_subspaces, self.n_codewords, as_int64=False)  # int64 per base block below
         nq, M, K = tables.shape
-        flat = tables.reshape(nq, M * K)
-        q_norm = torch.from_numpy((Q.astype(np.float32) ** 2).sum(1))
+        flat_all = tables.reshape(nq, M * K)
+        q_norm_all = torch.from_numpy((Q.astype(np.float32) ** 2).sum(1))
         offsets = torch.arange(M, dtype=torch.int64) * K
-        block = max(1, (1 << 24) // max(1, nq * M))
-        best_d = best_i = None
-        for start in range(0, len(codes), block):
-            c = torch.from_numpy(codes[start:start + block])
-            x_norm = torch.from_numpy((self.reconstruct(c.numpy()) ** 2).sum(1))
-            d = flat[:, (c + offsets[None, :]).reshape(-1)].reshape(nq, len(c), M).sum(-1)
-            d += q_norm[:, None] + x_norm[None, :]
-            ids = torch.arange(start, start + len(c), dtype=torch.int64)
-            best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
-        return best_d.numpy(), best_i.numpy()
+        block = nq if block is None else block
+        for first in range(0, nq, block):
+            flat, q_norm = flat_all[first:first + block], q_norm_all[first:first + block]
+            rows = max(1, (1 << 24) // max(1, len(flat) * M))
+            best_d = best_i = None
+            for start in range(0, len(codes), rows):
+                c = torch.from_numpy(codes[start:start + rows].astype(np.int64))
+                x_norm = torch.from_numpy((self.reconstruct(c.numpy()) ** 2).sum(1))
+                d = flat[:, (c + offsets[None, :]).reshape(-1)].reshape(len(flat), len(c), M).sum(-1)
+                d += q_norm[:, None] + x_norm[None, :]
+                ids = torch.arange(start, start + len(c), dtype=torch.int64)
+                best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
+            yield best_d.numpy(), best_i.numpy()
 
     def to_faiss(self):
         """A faiss ``IndexResidualQuantizer`` holding ``codebooks_`` (search type ST_norm_float), empty.
