@@ -342,6 +342,16 @@ class RowsExcept:
         return np.asarray(self[:], dtype=dtype)
 
 
+def row_batches(array, batch_size: int):
+    """Yield (rows, batch) for successive ``batch_size`` rows of ``array`` (n, d): ``rows`` a slice,
+    ``batch`` (b, d) float32. ``array`` may be a memory map or :class:`RowsExcept`: one batch is
+    read at a time, so a pass over a base larger than memory holds one batch of it."""
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    for start in range(0, len(array), batch_size):
+        rows = slice(start, min(start + batch_size, len(array)))
+        yield rows, np.asarray(array[rows], dtype=np.float32)
+
+
 def split_queries(ds: Dataset, n_queries: int = 200, *, random_state: int = 0) -> Dataset:
     """Hold out ``n_queries`` base vectors (seeded) as queries; they leave the base.
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import diagnostics, metrics
 from .atomic import atomic_path
-from .data import Dataset, ground_truth
+from .data import Dataset, ground_truth, row_batches
 from .search import encode_batched
 from .validation import check_vectors
 
@@ -49,7 +49,7 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     t0 = time.perf_counter()
     codes = encode_batched(quantizer, base, batch_size)
     encode_seconds = time.perf_counter() - t0
-    out: dict = {"distortion": _distortion_batched(quantizer, base, codes, batch_size), "encode_seconds": encode_seconds}
+    out: dict = {"distortion": distortion_batched(quantizer, base, codes, batch_size), "encode_seconds": encode_seconds}
     if ds.queries is not None:
         gt = ground_truth(ds, max(RECALL_AT)) if gt is None else gt
         if ds.labels is not None and ds.query_labels is not None:
@@ -76,12 +76,16 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     return out
 
 
-def _distortion_batched(quantizer, base, codes: np.ndarray, batch_size: int) -> float:
-    """Mean ||transform(x) − reconstruct(code)||² over ``base`` (n, d), summed ``batch_size`` rows at a time."""
+def distortion_batched(quantizer, base, codes, batch_size: int = EVAL_BATCH) -> float:
+    """Mean ||transform(x) − reconstruct(code)||² over ``base`` (n, d), summed ``batch_size`` rows at a time.
+
+    ``codes``: the (n, M) codes of the base, or a function of a float32 batch (b, d) returning its
+    codes (RLQ's policy codes), so that no (n, ·) array but the codes is ever held.
+    """
     total = 0.0
-    for start in range(0, len(base), batch_size):
-        batch = np.asarray(base[start:start + batch_size], dtype=np.float32)
-        total += quantizer.embedding_distortion(batch, codes[start:start + batch_size]) * len(batch)
+    for rows, batch in row_batches(base, batch_size):
+        batch_codes = codes(batch) if callable(codes) else codes[rows]
+        total += quantizer.embedding_distortion(batch, batch_codes) * len(batch)
     return total / len(base)
 
 

@@ -67,6 +67,14 @@ def sdc_search(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int) ->
     return adc_search(tables.numpy(), codes, k)
 
 
+def sdc_search_blocks(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int, *, block: int | None = None):
+    """Yield :func:`sdc_search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
+    query codes (None: all at once); symmetric tables are gathered, so blocks equal one search."""
+    block = len(query_codes) if block is None else check_int(block, "block", low=1)
+    for start in range(0, len(query_codes), block):
+        yield sdc_search(quantizer, query_codes[start:start + block], codes, k)
+
+
 _KNN_CHUNK = 1 << 19  # base elements per exact-search chunk: 2 MB of float32
 
 

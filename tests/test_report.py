@@ -109,3 +109,61 @@ def test_map_in_blocks_needs_rankings_for_every_query():
     (m,), first = metrics.map_in_blocks(iter([ranking[:1], ranking[1:]]), np.array([0, 1]), labels, ks=(None,), keep=2)
     assert m == metrics.mean_average_precision(ranking, np.array([0, 1]), labels)
     np.testing.assert_array_equal(first, ranking[:, :2])
+
+
+class ReadWatched(data.RowsExcept):
+    """A RowsExcept that records how many rows each read returns and refuses to be read whole."""
+
+    def __init__(self, array, excluded):
+        super().__init__(array, excluded)
+        self.reads = []
+
+    def __getitem__(self, key):
+        rows = super().__getitem__(key)
+        self.reads.append(len(rows))
+        return rows
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole base was read at once")
+
+
+@pytest.fixture(scope="module")
+def digits_on_disk(tmp_path_factory, digits_split):
+    """(digits split with its base on disk behind ReadWatched, the same split in memory)."""
+    folder = tmp_path_factory.mktemp("digits")
+    ds = data.load("digits")
+    data.write_vecs(folder / "base.fvecs", ds.base)
+    np.save(folder / "labels.npy", ds.labels)
+    mapped = data.split_queries(data.load(folder / "base.fvecs", labels=folder / "labels.npy"), 200, random_state=0)
+    np.testing.assert_array_equal(mapped.queries, digits_split.queries)
+    return mapped, digits_split
+
+
+@pytest.mark.parametrize("name, params", [
+    ("dpq", {"epochs": 2, "backbone": "mlp"}),
+    ("rlq", {"n_iter": 1, "init_iter": 3, "references": False}),  # references train faiss on the whole base
+    ("fppq", {"epochs": 2, "backbone": "mlp"}),
+    ("sscq", {"epochs": 1, "backbone": "mlp"}),
+])
+def test_deep_reports_read_a_mapped_base_in_batches_and_equal_the_in_memory_report(digits_on_disk, monkeypatch,
+                                                                                  name, params):
+    """The methods' extra report keys (DPQ's gap, per-LUT mAP and accuracy, RLQ's policy distortion,
+    FPPQ's symmetric mAP, SSCQ's mAP@1000) come out the same when the base is read ≤ 1,024 rows at a
+    time and the whole base is ranked for 7 queries at a time."""
+    mapped, in_memory = digits_on_disk
+    q = methods.create(name, n_subspaces=4, n_codewords=16, **params)
+    q.fit(in_memory.base, in_memory.labels if q.supervised else None)
+    expected = build_report(q, in_memory, [])  # one block of queries: n = 1,597 ranks 200 queries at once
+
+    watched = replace(mapped, name=in_memory.name, base=ReadWatched(mapped.base.array, mapped.base.excluded))
+    monkeypatch.setattr(search, "_KNN_CHUNK", 64 * 500)  # exact ground truth in chunks of 500 rows
+    monkeypatch.setattr(metrics, "queries_per_block", lambda n_base: 7)
+    full_rankings, adc = [], search.adc_search  # queries per ADC/SDC search that ranks the whole base
+    monkeypatch.setattr(search, "adc_search", lambda tables, codes, k: (
+        full_rankings.append(len(tables)) if k >= len(codes) else None, adc(tables, codes, k))[1])
+    got = build_report(q, watched, [])
+    assert max(watched.base.reads) <= 1024 < len(watched.base)
+    assert max(full_rankings, default=0) <= 7
+    timing = {"encode_seconds", "fit_seconds"}
+    assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
+    assert set(got) - set(expected) == set()

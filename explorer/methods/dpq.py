@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import metrics
 from ..backbones import make_backbone
+from ..data import row_batches
 from ..errors import InvalidParameter, InvalidType
 from ..events import EmbeddingSample, usage_counts
 from ..validation import check_codes, check_float, check_int, code_dtype
@@ -433,39 +434,63 @@ class DPQ(DeepQuantizer):
         representation vs base codes (LUTASym, Sec. 3.1.4); "classification": inner product of
         class probabilities (query: soft classifier; base: LUTC on its codes) — our choice.
         """
-        from ..search import sdc_search
+        return next(self.search_by_lut_blocks(queries, codes, k, lut))
+
+    def search_by_lut_blocks(self, queries, codes, k: int, lut: str = "asymmetric", *, block: int | None = None):
+        """Yield :meth:`search_by_lut`'s rankings (b, k) for successive blocks of ``block`` queries
+        (None: all at once); the query side (codes, soft representation, class probabilities)
+        and the base's class probabilities are computed once, so blocks equal one search."""
+        from ..search import sdc_search_blocks
         k = check_int(k, "k", low=1)
         if lut == "symmetric":
-            return sdc_search(self, self.encode(queries), codes, k)[1]
-        if lut == "asymmetric":
-            return self.search(queries, codes, k)[1]
-        if lut == "classification":
+            yield from (ids for _, ids in sdc_search_blocks(self, self.encode(queries), codes, k, block=block))
+        elif lut == "asymmetric":
+            yield from (ids for _, ids in self.search_blocks(queries, codes, k, block=block))
+        elif lut == "classification":
             p_query = torch.softmax(torch.from_numpy(self.soft_class_scores(queries)), 1)
             p_base = torch.softmax(torch.from_numpy(self.predict_codes(codes)), 1)
-            return torch.topk(p_query @ p_base.T, k=min(k, len(p_base)), dim=1).indices.numpy()
-        raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
+            block = len(p_query) if block is None else block
+            for start in range(0, len(p_query), block):
+                yield torch.topk(p_query[start:start + block] @ p_base.T, k=min(k, len(p_base)), dim=1).indices.numpy()
+        else:
+            raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
 
     def extra_report(self, ds, evaluation: dict) -> dict:
-        """DPQ's report keys: soft_hard_gap on the base, mAP@all and mAP@1000 per LUT, accuracy from codes."""
-        base = np.asarray(ds.base, dtype=np.float32)
+        """DPQ's report keys: soft_hard_gap on the base, mAP@all and mAP@1000 per LUT, accuracy from codes.
+
+        The base (possibly a memory map) is read ``EVAL_BATCH`` rows at a time for the gap and the
+        base accuracy, and the three LUTs rank it for a block of queries at a time
+        (:func:`~explorer.metrics.map_in_blocks`), as :func:`~explorer.report.evaluate` does.
+        """
+        from ..report import EVAL_BATCH
+        from ..search import encode_batched
         codes = evaluation.get("codes")
-        codes = self.encode(base) if codes is None else codes
-        soft = self.transform(base)
-        hard = self.reconstruct(codes)
-        gap = self._gap(torch.from_numpy(soft), torch.from_numpy(hard), torch.from_numpy(codes.astype(np.int64)),
-                        torch.from_numpy(self.codebooks_))
-        gap["relative_gap"] = gap["gap"] / max(float((hard.astype(np.float64) ** 2).sum(1).mean()), 1e-12)
+        codes = encode_batched(self, ds.base) if codes is None else codes
+        n, C = len(codes), torch.from_numpy(self.codebooks_)
+        gap_sum = agreement_sum = hard_sq = 0.0
+        correct = 0
+        for rows, X in row_batches(ds.base, EVAL_BATCH):
+            soft, hard = self.transform(X), self.reconstruct(codes[rows])
+            gap = self._gap(torch.from_numpy(soft), torch.from_numpy(hard), torch.from_numpy(codes[rows].astype(np.int64)), C)
+            gap_sum += gap["gap"] * len(X)
+            agreement_sum += gap["agreement"] * len(X)
+            hard_sq += float((hard.astype(np.float64) ** 2).sum(1).sum())
+            if ds.labels is not None:
+                correct += int((self.classes_[self.predict_codes(codes[rows]).argmax(1)] == ds.labels[rows]).sum())
+        gap = {"gap": gap_sum / n, "agreement": agreement_sum / n}
+        gap["relative_gap"] = gap["gap"] / max(hard_sq / n, 1e-12)
         out = {"soft_hard_gap": gap, "map_by_lut": None, "map_at_1000_by_lut": None,
                "accuracy_from_codes": None, "accuracy_from_codes_base": None, "accuracy_soft": None,
                "loss_weights": self._weights()}
         if ds.labels is not None:
-            out["accuracy_from_codes_base"] = float((self.classes_[self.predict_codes(codes).argmax(1)] == ds.labels).mean())
+            out["accuracy_from_codes_base"] = correct / n
         if ds.queries is not None and ds.query_labels is not None and ds.labels is not None:
             out["map_by_lut"], out["map_at_1000_by_lut"] = {}, {}
+            block = metrics.queries_per_block(n)
             for lut in ("symmetric", "asymmetric", "classification"):
-                ranking = self.search_by_lut(ds.queries, codes, len(codes), lut)
-                out["map_by_lut"][lut] = metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
-                out["map_at_1000_by_lut"][lut] = metrics.mean_average_precision(ranking, ds.query_labels, ds.labels, 1000)
+                (out["map_by_lut"][lut], out["map_at_1000_by_lut"][lut]), _ = metrics.map_in_blocks(
+                    self.search_by_lut_blocks(ds.queries, codes, n, lut, block=block), ds.query_labels, ds.labels,
+                    ks=(None, 1000))
             out["accuracy_from_codes"] = float((self.predict(ds.queries) == ds.query_labels).mean())
             out["accuracy_soft"] = float((self.predict_soft(ds.queries) == ds.query_labels).mean())
         return out

@@ -620,6 +620,10 @@ class FPPQ(DeepQuantizer):
                "label_generation": self.labels_.summary(), "map_symmetric": None}
         if ds.queries is not None and ds.labels is not None and ds.query_labels is not None:
             from .. import metrics
-            _, ranking = self.search(ds.queries, evaluation["codes"], len(evaluation["codes"]), symmetric=True)
-            out["map_symmetric"] = metrics.mean_average_precision(ranking, ds.query_labels, ds.labels)
+            from ..search import sdc_search_blocks
+            codes = evaluation["codes"]
+            # the whole base ranked for a block of queries at a time, as evaluate ranks it for "map"
+            rankings = (ids for _, ids in sdc_search_blocks(self, self.encode(ds.queries), codes, len(codes),
+                                                              block=metrics.queries_per_block(len(codes))))
+            (out["map_symmetric"],), _ = metrics.map_in_blocks(rankings, ds.query_labels, ds.labels)
         return out

@@ -541,8 +541,11 @@ class RLQ(TorchTrainingState, Quantizer):
     def extra_report(self, ds, evaluation: dict) -> dict:
         """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
         ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K, trained on the
-        same base (see :func:`reference_rows`)."""
-        out = {"policy_distortion": self.embedding_distortion(ds.base, self.policy_codes(ds.base))}
+        same base (see :func:`reference_rows`). The policy distortion reads the base in batches; the
+        references train faiss on the whole base in memory, so a base larger than memory takes
+        ``references=False`` (``--no-references``)."""
+        from ..report import distortion_batched
+        out = {"policy_distortion": distortion_batched(self, ds.base, self.policy_codes)}  # the base read in batches
         if self.references:
             out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords)
         return out
