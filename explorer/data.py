@@ -389,6 +389,29 @@ def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) ->
     return check_vectors(base[sample_rows(n, train_size, random_state)], "base (training sample)")
 
 
+def training_rows(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
+    """(train_size,) sorted int64 ids of the seeded training sample of ``ds.base`` (:func:`sample_rows`),
+    or None for the whole base; nothing is read. ``name`` is how an out-of-range size is named in
+    the error (the CLI says ``--train-size``)."""
+    if train_size is None:
+        return None
+    size = check_int(train_size, name, low=1, high=ds.n,
+                     fix=f"Give at most the {ds.n} base vectors (queries excluded), "
+                         f"or leave {name} out to fit on all of them")
+    return sample_rows(ds.n, size, random_state)
+
+
+def training_set(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
+    """(X, labels) to fit on: the whole base and its labels, or with ``train_size`` the seeded
+    sample of that many base rows (:func:`training_rows`), so that only they are read from a
+    memory-mapped base. Labels are None when the dataset has none. Shared by ``pqx train
+    --train-size`` and :func:`explorer.sweep.sweep`, so both fit on the same rows for a seed."""
+    rows = training_rows(ds, train_size, random_state, name=name)
+    if rows is None:
+        return ds.base, ds.labels
+    return ds.base[rows], None if ds.labels is None else ds.labels[rows]
+
+
 def ground_truth(ds: Dataset, k: int = 100) -> np.ndarray:
     """(nq, k) int64 ids of each query's exact nearest base vectors by L2 (faiss ``IndexFlatL2``),
     searched in chunks of the base (:func:`~explorer.search.exact_knn`), so a memory-mapped base is not loaded whole."""

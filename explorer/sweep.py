@@ -29,7 +29,7 @@ import numpy as np
 
 from . import diagnostics, metrics
 from . import methods as registry
-from .data import Dataset, ground_truth, split_queries
+from .data import Dataset, ground_truth, split_queries, training_rows, training_set
 from .errors import InvalidParameter
 from .events import Recorder, Step, StopSignal, _Event
 from .report import RECALL_AT, evaluate
@@ -92,12 +92,14 @@ def _error(exc: BaseException) -> str:
 
 def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
                overrides: dict | None = None, fit_callbacks: Iterable[Callable] = (),
-               stop: StopSignal | None = None) -> tuple[dict, Any]:
+               stop: StopSignal | None = None, train_size: int | None = None) -> tuple[dict, Any]:
     """Train method ``name`` at ``bits`` on ``ds`` (which has queries) and measure it.
 
     Returns (row, fitted quantizer or None). ``overrides``: parameters applied when the method
     takes them (e.g. ``{"n_iter": 5, "epochs": 3}``); others are ignored, so one override can
-    serve a mixed grid. Errors become the row's ``error`` field.
+    serve a mixed grid. ``train_size``: fit on the seeded sample of that many base vectors that
+    ``pqx train --train-size`` fits on (:func:`~explorer.data.training_set`); the row is still
+    measured on the whole base. Errors become the row's ``error`` field.
     """
     cls = registry.get(name)
     row = _empty_row(name, bits, ds.name, False)
@@ -109,7 +111,8 @@ def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_stat
         params["random_state"] = random_state
         quantizer = registry.create(name, **params)
         # Unsupervised methods never see the labels: they are for scoring (mAP) only, as in pqx train.
-        quantizer.fit(ds.base, ds.labels if quantizer.supervised else None, callbacks=fit_callbacks, stop=stop)
+        X, y = training_set(ds, train_size, random_state)
+        quantizer.fit(X, y if quantizer.supervised else None, callbacks=fit_callbacks, stop=stop)
         ev = evaluate(quantizer, ds, gt)
     except Exception as exc:  # one failed run must not end the sweep: it becomes an error row
         row["error"] = _error(exc)
@@ -126,10 +129,13 @@ def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_stat
     return row, quantizer
 
 
-def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0) -> dict:
+def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
+                  train_size: int | None = None) -> dict:
     """Train faiss reference ``kind`` (pq, opq, rq, lsq) with M = bits/8 codebooks of 256 and
     measure it as our rows are measured: distortion in the input space, ADC search of the
-    queries through the faiss index, mAP over the whole base with labels.
+    queries through the faiss index, mAP over the whole base with labels. ``train_size``: train
+    on the same seeded sample as :func:`run_method` (encoding and search still take the whole
+    base, in memory).
 
     ``random_state`` seeds faiss PQ's k-means; OPQ, RQ and LSQ use faiss's fixed internal seeds.
     """
@@ -145,7 +151,8 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
         base = check_vectors(ds.base, "base")
         t0 = time.perf_counter()
         with native_stderr_silenced():
-            index = faiss_reference(kind, base, M, K, seed=random_state)
+            train = base if train_size is None else check_vectors(training_set(ds, train_size, random_state)[0], "base")
+            index = faiss_reference(kind, train, M, K, seed=random_state)
         fit_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         codes = index.sa_encode(base)
@@ -180,7 +187,7 @@ def record_without_samples(recorder: Recorder) -> Callable:
 def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[int] | str = (16, 32, 64), *,
           references: Sequence[str] = REFERENCES, random_state: int = 0, n_queries: int = 200,
           overrides: dict | None = None, callbacks: Iterable[Callable] = (), fit_callbacks: Iterable[Callable] = (),
-          stop: StopSignal | None = None, record_steps: int = 0) -> list[dict]:
+          stop: StopSignal | None = None, record_steps: int = 0, train_size: int | None = None) -> list[dict]:
     """Rows (list of dicts, see the module doc) for every (bits, method) and (bits, reference).
 
     ds: the dataset; without queries, ``n_queries`` base vectors are held out with
@@ -192,7 +199,9 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
     of our runs is recorded by its own :class:`~explorer.events.Recorder` keeping its last
     ``record_steps`` steps, handed out as ``SweepRow.events`` (memory stays bounded: at most
     record_steps (M, K) usage arrays per run); 0 (default) records nothing and leaves fits
-    unobserved, as fast as ``pqx train``.
+    unobserved, as fast as ``pqx train``. train_size: every run (faiss references too) fits on
+    the same seeded sample of that many base vectors, the one ``pqx train --train-size`` takes
+    with the same seed; None fits on the whole base.
     """
     names = [methods] if isinstance(methods, str) else list(methods)
     for name in names:
@@ -204,6 +213,8 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
             raise InvalidParameter(f"unknown faiss reference {kind!r}; use {', '.join(REFERENCES)}")
     if ds.queries is None:
         ds = split_queries(ds, n_queries, random_state=random_state)
+    if train_size is not None:
+        training_rows(ds, train_size, random_state)  # a bad size fails before any training, naming train_size
     gt = ground_truth(ds, max(RECALL_AT))
     callbacks = [cb for cb in callbacks if cb is not None]
     fit_callbacks = [cb for cb in fit_callbacks if cb is not None]  # reused by every run: no one-shot iterators
@@ -222,12 +233,12 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
             recorder = Recorder(max_steps=record_steps) if record_steps else None
             run_callbacks = [*fit_callbacks, record_without_samples(recorder)] if recorder is not None else fit_callbacks
             row, quantizer = run_method(name, b, ds, gt, random_state=random_state, overrides=overrides,
-                                        fit_callbacks=run_callbacks, stop=stop)
+                                        fit_callbacks=run_callbacks, stop=stop, train_size=train_size)
             emit(row, quantizer, recorder if recorder is not None and recorder.started is not None else None)
         for kind in references:
             if stop is not None and stop.is_set():
                 return rows
-            emit(run_reference(kind, b, ds, gt, random_state=random_state))
+            emit(run_reference(kind, b, ds, gt, random_state=random_state, train_size=train_size))
     return rows
 
 

@@ -14,6 +14,7 @@ from explorer.cli import main
 from explorer.errors import InvalidParameter
 from explorer.events import StopSignal
 from explorer.methods import create, get
+from explorer.search import faiss_reference
 from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, sweep
 
 
@@ -63,6 +64,46 @@ def test_rows_equal_single_pqx_train_runs(tmp_path):
         assert row["map"] == pytest.approx(report["map"], rel=1e-9)
         assert row["reference"] is False
         assert row["collapsed_subspaces"] == sum(report["collapsed"])
+
+
+def test_train_size_rows_equal_pqx_train_with_the_same_train_size(tmp_path):
+    """`pqx sweep --train-size 300` fits every run on the sample `pqx train --train-size 300` fits
+    on (same seed), on a memory-mapped file: the rows equal those reports, and differ from
+    fitting on the whole base; the faiss reference trains on that sample too."""
+    from explorer import data
+    ds = data.load("digits")
+    data.write_vecs(tmp_path / "base.fvecs", ds.base)
+    np.save(tmp_path / "labels.npy", ds.labels)
+    files = ["--data", str(tmp_path / "base.fvecs"), "--labels", str(tmp_path / "labels.npy"), "--seed", "3"]
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "--methods", "pq,opq", "--bits", "16", "--references", "pq", "--iters", "4", *files,
+                 "--train-size", "300", "--quiet", "--json", str(out)]) == 0
+    rows = {r["method"]: r for r in json.loads(out.read_text())}
+    for method in ("pq", "opq"):
+        reports = {}
+        for size in (["--train-size", "300"], []):
+            report_path = tmp_path / f"{method}{len(size)}.json"
+            assert main(["train", "--method", method, "-M", "2", "-K", "256", "--iters", "4", *files, *size,
+                         "--quiet", "--json", str(report_path)]) == 0
+            reports[len(size)] = json.loads(report_path.read_text())
+        row, report = rows[method], reports[2]
+        assert report["n_train"] == 300
+        assert row["distortion"] == pytest.approx(report["distortion"], rel=1e-9)
+        assert row["recall_at"] == report["recall_at"]
+        assert row["map"] == pytest.approx(report["map"], rel=1e-9)
+        assert row["distortion"] != pytest.approx(reports[0]["distortion"], rel=1e-6)  # not a fit on all 1,597
+    sweep_ds = data.split_queries(data.load(tmp_path / "base.fvecs", labels=tmp_path / "labels.npy"), 200, random_state=3)
+    X, _ = data.training_set(sweep_ds, 300, 3)
+    index = faiss_reference("pq", np.ascontiguousarray(X, dtype=np.float32), 2, 256, seed=3)
+    base = np.ascontiguousarray(sweep_ds.base, dtype=np.float32)
+    codes = index.sa_encode(base)
+    expected = float(((base.astype(np.float64) - index.sa_decode(codes)) ** 2).sum(axis=1).mean())
+    assert rows["faiss-pq"]["distortion"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_sweep_refuses_a_train_size_above_the_base_before_training(digits):
+    with pytest.raises(InvalidParameter, match="train_size=5000 is out of range; it must be in"):
+        sweep(digits, ["pq"], [16], references=(), train_size=5000)
 
 
 def test_reference_rows_equal_faiss_called_directly(digits):

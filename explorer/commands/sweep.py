@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import methods
 from ..atomic import atomic_path
+from ..data import training_rows
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
@@ -26,6 +27,9 @@ def add_arguments(p):
                    help="training iterations for the methods that take n_iter (default: each method's own)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs for the deep methods (default: their own)")
     p.add_argument("--device", default=None, help="cpu (default), cuda, mps or auto, for methods that take it")
+    p.add_argument("--train-size", type=int, default=None, metavar="N",
+                   help="fit every run on the seeded sample of N base vectors that pqx train --train-size takes "
+                        "(default: all)")
     add_data_arguments(p)
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the rows here as a JSON list")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="write the rows here as CSV (recall_at spread into columns)")
@@ -80,12 +84,16 @@ def run(args) -> int:
                  if v is not None}
     overrides = fall_back_device(overrides, "pqx sweep")
     ds = load_dataset(args)
+    if args.train_size is not None:
+        training_rows(ds, args.train_size, args.seed, name="--train-size")  # refuse a bad size before any run
     show = (lambda event: _print_row(event.row)) if not args.quiet else None
     if show:
-        print(f"sweep on {ds.name}: {ds.n}×{ds.dim}, {len(ds.queries)} queries, seed {args.seed}")
+        print(f"sweep on {ds.name}: {ds.n}×{ds.dim}, {len(ds.queries)} queries, seed {args.seed}"
+              + ("" if args.train_size is None else f", each fit on a sample of {args.train_size}"))
         print(f"{'method':<12} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
               f"{'mAP':>6} {'fit s':>8}")
-    rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show])
+    rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show],
+                 train_size=args.train_size)
     if args.json:
         write_json_atomic(args.json, rows)
     if args.csv:

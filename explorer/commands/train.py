@@ -25,7 +25,6 @@ from .. import data, methods
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..events import Recorder, StopSignal
 from ..report import build_report, write_json_atomic
-from ..validation import check_int
 from ._common import (ProgressBar, add_data_arguments, add_method_arguments, fall_back_device, load_dataset,
                       method_params)
 
@@ -72,19 +71,6 @@ class _SigintStops:
         return False
 
 
-def training_set(ds: data.Dataset, train_size: int | None, random_state: int = 0):
-    """(X, labels) to fit on: the whole base and its labels, or with ``train_size`` a seeded
-    sample of that many base rows (sorted ids, :func:`~explorer.data.sample_rows`), so that only
-    they are read from a memory-mapped base. Labels are None when the dataset has none."""
-    if train_size is None:
-        return ds.base, ds.labels
-    size = check_int(train_size, "--train-size", low=1, high=ds.n,
-                     fix=f"Give at most the {ds.n} base vectors (queries excluded), "
-                         "or leave --train-size out to fit on all of them")
-    rows = data.sample_rows(ds.n, size, random_state)
-    return ds.base[rows], None if ds.labels is None else ds.labels[rows]
-
-
 def run(args) -> int:
     try:
         return _run(args)
@@ -100,7 +86,7 @@ def _run(args) -> int:
     ckpt_dir = args.checkpoint or args.resume
     checkpointer = Checkpointer(quantizer, ckpt_dir, every=args.checkpoint_every) if ckpt_dir else None
     ds = load_dataset(args)
-    X, y = training_set(ds, args.train_size, args.seed)
+    X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
     callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)])
     stop = StopSignal()
