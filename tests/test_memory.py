@@ -133,3 +133,44 @@ def test_train_on_a_memory_mapped_base_stays_far_below_its_size(tmp_path, querie
     assert np.array(report["usage"]).sum() == 8 * report["n_base"] and 0 < report["recall_at"]["100"] <= 1
     size = base.stat().st_size
     assert peak < 0.3 * size, f"peak traced memory {peak / 2**20:.1f} MB for a {size / 2**20:.1f} MB file"
+
+
+class WholeReadRefused(data.RowsExcept):
+    """A RowsExcept that records the rows of each read and refuses to be read whole."""
+
+    def __init__(self, array, excluded):
+        super().__init__(array, excluded)
+        self.reads = []
+
+    def __getitem__(self, key):
+        rows = super().__getitem__(key)
+        self.reads.append(len(rows))
+        return rows
+
+    def __array__(self, dtype=None, copy=None):
+        raise AssertionError("the whole base was read at once")
+
+
+@pytest.mark.parametrize("name, params", [("pq", {"n_iter": 3}), ("dpq", {"epochs": 1, "backbone": "mlp"}),
+                                          ("sscq", {"epochs": 1, "backbone": "mlp"})])
+def test_encode_and_transform_read_a_lazy_base_in_batches(tmp_path, monkeypatch, name, params):
+    """`encode` of a RowsExcept (queries skipped in a memory map) reads it ``batch_size`` rows at a
+    time and gives the codes of the in-memory rows; the deep methods' `transform` reads it a
+    batch of INFERENCE_BATCH rows at a time too."""
+    from explorer.methods import _deep
+    ds = data.load("digits")
+    data.write_vecs(tmp_path / "base.fvecs", ds.base)
+    held = np.arange(0, len(ds.base), 9)
+    lazy = WholeReadRefused(data.read_fvecs(tmp_path / "base.fvecs"), held)
+    X = np.delete(ds.base, held, axis=0)
+    q = methods.create(name, n_subspaces=4, n_codewords=16, **params)
+    q.fit(X, ds.labels[np.setdiff1d(np.arange(len(ds.base)), held)] if q.supervised else None)
+    expected_codes, expected_z = q.encode(X), q.transform(X)
+    np.testing.assert_array_equal(q.encode(lazy, batch_size=300), expected_codes)
+    assert max(lazy.reads) == 300
+    if name != "pq":
+        monkeypatch.setattr(_deep, "INFERENCE_BATCH", 250)
+        lazy.reads.clear()
+        # the network runs on batches of 250 rows instead of 1,437: BLAS may round differently
+        np.testing.assert_allclose(q.transform(lazy), expected_z, rtol=1e-5, atol=1e-6)
+        assert max(lazy.reads) == 250

@@ -43,10 +43,13 @@ import torch
 from torch import nn
 
 from ..backbones import BACKBONES, infer_image_shape
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, InvalidType
 from ..validation import check_float, check_int
 from ._torch_state import TorchTrainingState, state_copy  # noqa: F401  (state_copy: re-exported)
-from .base import Option, Quantizer
+from .base import Option, Quantizer, read_in_batches
+
+INFERENCE_BATCH = 4096
+"""Rows per forward pass of ``transform`` (a few MB of activations for the default networks)."""
 
 DEEP_OPTIONS = (
     Option("--embedding-dim", "embedding_dim", "D, the embedding size (deep methods)", type=int),
@@ -164,10 +167,21 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
-        """Embeddings (n, D) float32 from the trained model in eval mode, computed in batches."""
-        X = self._check_input(X)
+        """Embeddings (n, D) float32 from the trained model in eval mode, computed in batches of
+        :data:`INFERENCE_BATCH` rows. A numpy array, memory map or
+        :class:`~explorer.data.RowsExcept` larger than one batch is also read and validated a
+        batch at a time (:func:`~explorer.methods.base.read_in_batches`): only the (n, D)
+        embeddings are held, not a float32 copy of X."""
+        batch, by_batch = INFERENCE_BATCH, read_in_batches(X, INFERENCE_BATCH)
+        X = X if by_batch else self._check_input(X)
+        self._check_fitted()
         self.model_.eval()
         out = np.empty((len(X), self._embedding_size()), dtype=np.float32)
-        for start in range(0, len(X), 4096):
-            out[start:start + 4096] = self.model_.embed(self._standardise(X[start:start + 4096])).float().cpu().numpy()
+        for start in range(0, len(X), batch):
+            stop = min(start + batch, len(X))
+            try:
+                rows = self._check_input(X[start:stop]) if by_batch else X[start:stop]
+            except (InvalidParameter, InvalidType) as exc:
+                raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
+            out[start:stop] = self.model_.embed(self._standardise(rows)).float().cpu().numpy()
         return out

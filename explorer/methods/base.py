@@ -82,6 +82,16 @@ def data_digest(X: np.ndarray) -> dict:
     return {"n": int(X.shape[0]), "dim": int(X.shape[1]), "digest": digest}
 
 
+def read_in_batches(X, batch_size: int) -> bool:
+    """True when X is a 2-D numpy array, memory map or :class:`~explorer.data.RowsExcept` with
+    more than ``batch_size`` rows: :meth:`Quantizer.encode` (and the deep methods' ``transform``)
+    then read and validate it ``batch_size`` rows at a time instead of copying it whole. Other
+    inputs (lists, tensors, small arrays) are validated whole, so their error messages name
+    rows of the whole input."""
+    from ..data import RowsExcept
+    return isinstance(X, (np.ndarray, RowsExcept)) and X.ndim == 2 and len(X) > batch_size
+
+
 class Quantizer:
     """Base of every quantizer: ``fit(X, y=None, callbacks=())`` → self, ``encode``, ``decode``.
 
@@ -400,21 +410,28 @@ class Quantizer:
     def encode(self, X, *, batch_size: int = 65536) -> np.ndarray:
         """Codes (n, M), uint8 when K ≤ 256 else uint16: codeword index per subspace.
 
-        A numpy array (or memory map) with more than ``batch_size`` rows is validated,
-        transformed and encoded ``batch_size`` rows at a time, so a base larger than memory is
-        never copied whole to float32; only the codes (n·M bytes) are held.
+        A numpy array, memory map or :class:`~explorer.data.RowsExcept` with more than
+        ``batch_size`` rows is read, validated, transformed and encoded ``batch_size`` rows at a
+        time (:func:`read_in_batches`), so a base larger than memory is never copied whole to
+        float32; only the codes (n·M bytes) are held.
         """
-        if not (isinstance(X, np.ndarray) and X.ndim == 2 and len(X) > batch_size):
-            return self._encode_embedded(self.transform(X))
+        if not read_in_batches(X, batch_size):
+            return self._encode_rows(X)
         self._check_fitted()
         out = np.empty((len(X), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         for start in range(0, len(X), batch_size):
             stop = min(start + batch_size, len(X))
             try:
-                out[start:stop] = self._encode_embedded(self.transform(X[start:stop]))
+                out[start:stop] = self._encode_rows(X[start:stop])
             except (InvalidParameter, InvalidType) as exc:
                 raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
         return out
+
+    def _encode_rows(self, X) -> np.ndarray:
+        """Codes (n, M) of input vectors X, validated here: the PQ rule on ``transform(X)``. A method
+        with its own encoder (DPQ: argmax of its code logits) overrides this, and :meth:`encode`
+        batches it."""
+        return self._encode_embedded(self.transform(X))
 
     def reconstruct(self, codes) -> np.ndarray:
         """Codes (n, M) → reconstructions (n, D) in the codebooks' space: the chosen codewords side by side."""

@@ -379,8 +379,9 @@ class DPQ(DeepQuantizer):
         return super().transform(X)
 
     @torch.no_grad()
-    def encode(self, X) -> np.ndarray:
-        """Hard codes (n, M), uint8 when K ≤ 256: z_m = argmax_k p_m(k) (Sec. 3.1.1), the database side."""
+    def _encode_rows(self, X) -> np.ndarray:
+        """Hard codes (n, M), uint8 when K ≤ 256: z_m = argmax_k p_m(k) (Sec. 3.1.1), the database
+        side; :meth:`encode` reads a large array or memory map through this in batches."""
         X = self._check_input(X)
         self.model_.eval()
         out = np.empty((len(X), self.n_subspaces), dtype=code_dtype(self.n_codewords))
