@@ -81,8 +81,8 @@ def map_in_blocks(rankings, query_labels: np.ndarray, base_labels: np.ndarray, *
 
     ``rankings`` yields the (b, R) rankings of successive blocks of queries, in query order
     (e.g. :meth:`~explorer.methods.base.Quantizer.search_blocks`); each is scored
-    (:func:`average_precisions`) and dropped, so memory is one block's (b, R) rather than
-    (nq, R): mAP@all over a base of 10^6 vectors ranks all of it for every query. The means
+    (:func:`average_precisions`) and dropped, so memory is a block's (b, R) — two while the next
+    is made — rather than (nq, R): mAP@all over a base of 10^6 vectors ranks all of it per query. The means
     equal :func:`mean_average_precision` of the stacked rankings, whatever the block sizes.
     Returns ([mAP@k for k in ks], (nq, keep) int64 first ids of every ranking).
     """
@@ -93,7 +93,7 @@ def map_in_blocks(rankings, query_labels: np.ndarray, base_labels: np.ndarray, *
         rows = slice(start, start + len(ranking))
         for k, into in zip(ks, aps):
             into.append(average_precisions(ranking, query_labels[rows], base_labels, k))
-        kept.append(ranking[:, :keep])
+        kept.append(ranking[:, :keep].copy())  # a copy: a view would keep the whole (b, R) block alive
         start = rows.stop
     if start != len(query_labels):
         raise ValueError(f"the rankings cover {start} queries but there are {len(query_labels)} query labels")

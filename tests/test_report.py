@@ -111,6 +111,27 @@ def test_map_in_blocks_needs_rankings_for_every_query():
     np.testing.assert_array_equal(first, ranking[:, :2])
 
 
+def test_map_in_blocks_lets_go_of_scored_blocks():
+    """A scored block is freed while later ones are ranked (the kept first ids are copies, not views
+    of it), so memory holds at most the block being scored and the one being made."""
+    import gc
+    import weakref
+    rng = np.random.default_rng(0)
+    base_labels, query_labels = rng.integers(0, 3, 500), rng.integers(0, 3, 40)
+    refs, alive = [], []
+
+    def rankings():
+        for _ in range(10):
+            gc.collect()
+            alive.append(sum(r() is not None for r in refs))
+            block = np.argsort(rng.random((4, 500)), axis=1)
+            refs.append(weakref.ref(block))
+            yield block
+
+    metrics.map_in_blocks(rankings(), query_labels, base_labels, keep=5)
+    assert max(alive) <= 2
+
+
 class ReadWatched(data.RowsExcept):
     """A RowsExcept that records how many rows each read returns and refuses to be read whole."""
 
