@@ -46,7 +46,7 @@ from ..backbones import BACKBONES, infer_image_shape
 from ..errors import InvalidParameter, InvalidType
 from ..validation import check_float, check_int
 from ._torch_state import TorchTrainingState, state_copy  # noqa: F401  (state_copy: re-exported)
-from .base import Option, Quantizer, read_in_batches
+from .base import Option, Quantizer, reads_in_batches
 
 INFERENCE_BATCH = 4096
 """Rows per forward pass of ``transform`` (a few MB of activations for the default networks)."""
@@ -170,9 +170,9 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
         """Embeddings (n, D) float32 from the trained model in eval mode, computed in batches of
         :data:`INFERENCE_BATCH` rows. A numpy array, memory map or
         :class:`~explorer.data.RowsExcept` larger than one batch is also read and validated a
-        batch at a time (:func:`~explorer.methods.base.read_in_batches`): only the (n, D)
+        batch at a time (:func:`~explorer.methods.base.reads_in_batches`): only the (n, D)
         embeddings are held, not a float32 copy of X."""
-        batch, by_batch = INFERENCE_BATCH, read_in_batches(X, INFERENCE_BATCH)
+        batch, by_batch = INFERENCE_BATCH, reads_in_batches(X, INFERENCE_BATCH)
         X = X if by_batch else self._check_input(X)
         self._check_fitted()
         self.model_.eval()

@@ -82,7 +82,7 @@ def data_digest(X: np.ndarray) -> dict:
     return {"n": int(X.shape[0]), "dim": int(X.shape[1]), "digest": digest}
 
 
-def read_in_batches(X, batch_size: int) -> bool:
+def reads_in_batches(X, batch_size: int) -> bool:
     """True when X is a 2-D numpy array, memory map or :class:`~explorer.data.RowsExcept` with
     more than ``batch_size`` rows: :meth:`Quantizer.encode` (and the deep methods' ``transform``)
     then read and validate it ``batch_size`` rows at a time instead of copying it whole. Other
@@ -412,10 +412,10 @@ class Quantizer:
 
         A numpy array, memory map or :class:`~explorer.data.RowsExcept` with more than
         ``batch_size`` rows is read, validated, transformed and encoded ``batch_size`` rows at a
-        time (:func:`read_in_batches`), so a base larger than memory is never copied whole to
+        time (:func:`reads_in_batches`), so a base larger than memory is never copied whole to
         float32; only the codes (n·M bytes) are held.
         """
-        if not read_in_batches(X, batch_size):
+        if not reads_in_batches(X, batch_size):
             return self._encode_rows(X)
         self._check_fitted()
         out = np.empty((len(X), self.n_subspaces), dtype=code_dtype(self.n_codewords))
