@@ -13,6 +13,7 @@ import pytest
 from explorer import cli, data, methods
 from explorer.events import Recorder, Step
 from explorer.methods.base import Quantizer
+from watched_rows import WatchedRows
 
 
 class CheapLoop(Quantizer):
@@ -135,22 +136,6 @@ def test_train_on_a_memory_mapped_base_stays_far_below_its_size(tmp_path, querie
     assert peak < 0.3 * size, f"peak traced memory {peak / 2**20:.1f} MB for a {size / 2**20:.1f} MB file"
 
 
-class WholeReadRefused(data.RowsExcept):
-    """A RowsExcept that records the rows of each read and refuses to be read whole."""
-
-    def __init__(self, array, excluded):
-        super().__init__(array, excluded)
-        self.reads = []
-
-    def __getitem__(self, key):
-        rows = super().__getitem__(key)
-        self.reads.append(len(rows))
-        return rows
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the whole base was read at once")
-
-
 @pytest.mark.parametrize("name, params", [("pq", {"n_iter": 3}), ("dpq", {"epochs": 1, "backbone": "mlp"}),
                                           ("sscq", {"epochs": 1, "backbone": "mlp"})])
 def test_encode_and_transform_read_a_lazy_base_in_batches(tmp_path, monkeypatch, name, params):
@@ -161,7 +146,7 @@ def test_encode_and_transform_read_a_lazy_base_in_batches(tmp_path, monkeypatch,
     ds = data.load("digits")
     data.write_vecs(tmp_path / "base.fvecs", ds.base)
     held = np.arange(0, len(ds.base), 9)
-    lazy = WholeReadRefused(data.read_fvecs(tmp_path / "base.fvecs"), held)
+    lazy = WatchedRows(data.read_fvecs(tmp_path / "base.fvecs"), held)
     X = np.delete(ds.base, held, axis=0)
     q = methods.create(name, n_subspaces=4, n_codewords=16, **params)
     q.fit(X, ds.labels[np.setdiff1d(np.arange(len(ds.base)), held)] if q.supervised else None)

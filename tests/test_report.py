@@ -8,6 +8,7 @@ import pytest
 
 from explorer import data, diagnostics, methods, metrics, search
 from explorer.report import RECALL_AT, build_report, evaluate
+from watched_rows import WatchedRows
 
 
 @pytest.fixture(scope="module")
@@ -132,25 +133,9 @@ def test_map_in_blocks_lets_go_of_scored_blocks():
     assert max(alive) <= 2
 
 
-class ReadWatched(data.RowsExcept):
-    """A RowsExcept that records how many rows each read returns and refuses to be read whole."""
-
-    def __init__(self, array, excluded):
-        super().__init__(array, excluded)
-        self.reads = []
-
-    def __getitem__(self, key):
-        rows = super().__getitem__(key)
-        self.reads.append(len(rows))
-        return rows
-
-    def __array__(self, dtype=None, copy=None):
-        raise AssertionError("the whole base was read at once")
-
-
 @pytest.fixture(scope="module")
 def digits_on_disk(tmp_path_factory, digits_split):
-    """(digits split with its base on disk behind ReadWatched, the same split in memory)."""
+    """(digits split with its base on disk behind WatchedRows, the same split in memory)."""
     folder = tmp_path_factory.mktemp("digits")
     ds = data.load("digits")
     data.write_vecs(folder / "base.fvecs", ds.base)
@@ -176,7 +161,7 @@ def test_deep_reports_read_a_mapped_base_in_batches_and_equal_the_in_memory_repo
     q.fit(in_memory.base, in_memory.labels if q.supervised else None)
     expected = build_report(q, in_memory, [])  # one block of queries: n = 1,597 ranks 200 queries at once
 
-    watched = replace(mapped, name=in_memory.name, base=ReadWatched(mapped.base.array, mapped.base.excluded))
+    watched = replace(mapped, name=in_memory.name, base=WatchedRows(mapped.base.array, mapped.base.excluded))
     monkeypatch.setattr(search, "_KNN_CHUNK", 64 * 500)  # exact ground truth in chunks of 500 rows
     monkeypatch.setattr(metrics, "queries_per_block", lambda n_base: 7)
     full_rankings, adc = [], search.adc_search  # queries per ADC/SDC search that ranks the whole base
