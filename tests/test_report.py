@@ -115,7 +115,6 @@ def test_map_in_blocks_needs_rankings_for_every_query():
 def test_map_in_blocks_lets_go_of_scored_blocks():
     """A scored block is freed while later ones are ranked (the kept first ids are copies, not views
     of it), so memory holds at most the block being scored and the one being made."""
-    import gc
     import weakref
     rng = np.random.default_rng(0)
     base_labels, query_labels = rng.integers(0, 3, 500), rng.integers(0, 3, 40)
@@ -123,7 +122,6 @@ def test_map_in_blocks_lets_go_of_scored_blocks():
 
     def rankings():
         for _ in range(10):
-            gc.collect()
             alive.append(sum(r() is not None for r in refs))
             block = np.argsort(rng.random((4, 500)), axis=1)
             refs.append(weakref.ref(block))
