@@ -12,8 +12,8 @@ import os
 import numpy as np
 import torch
 
-from .errors import InvalidParameter, InvalidType
-from .validation import check_codes, check_int, check_vectors
+from .errors import InvalidParameter
+from .validation import check_codes, check_int, check_vectors, errors_name_rows, lazy_vectors
 
 _BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
 
@@ -89,8 +89,7 @@ def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None
     """
     import faiss
     queries = check_vectors(queries, "queries")
-    if getattr(base, "ndim", None) != 2 or len(base) == 0:
-        base = check_vectors(base, "base")  # lists and the like; raises for 1-D, 3-D or empty input
+    base = lazy_vectors(base, "base")
     n, d = base.shape
     if d != queries.shape[1]:
         raise InvalidParameter(f"queries have d={queries.shape[1]} but base has d={d}; they must match")
@@ -223,12 +222,8 @@ def encode_batched(quantizer, X, batch: int = 1024) -> np.ndarray:
     out = np.empty((n, quantizer.n_subspaces), dtype=code_dtype(quantizer.n_codewords))
     for start in range(0, n, batch):
         stop = min(start + batch, n)
-        try:
+        with errors_name_rows(start, stop, n):
             out[start:stop] = quantizer.encode(np.asarray(X[start:stop], dtype=np.float32))
-        except (InvalidParameter, InvalidType) as exc:
-            if stop - start == n:
-                raise
-            raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
     return out
 
 

@@ -5,6 +5,7 @@ the parameter, the value received and the fix (scikit-learn's ``check_array`` ha
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -106,6 +107,29 @@ def check_pq_shape(n: int, d: int, n_subspaces: int, n_codewords: int) -> None:
 def code_dtype(n_codewords: int) -> np.dtype:
     """Smallest unsigned dtype that holds codes 0..K-1: uint8 for K ≤ 256, else uint16."""
     return np.dtype(np.uint8) if n_codewords <= 256 else np.dtype(np.uint16)
+
+
+def lazy_vectors(X, name: str = "X"):
+    """``X`` unchanged when it is a non-empty 2-D array-like (numpy array, memory map,
+    :class:`~explorer.data.RowsExcept`) that a caller reads in batches, validating each; anything
+    else through :func:`check_vectors` (which converts lists and the like, and raises for 1-D,
+    3-D or empty input)."""
+    if getattr(X, "ndim", None) == 2 and len(X) > 0:
+        return X
+    return check_vectors(X, name)
+
+
+@contextlib.contextmanager
+def errors_name_rows(start: int, stop: int, n: int):
+    """Inside, an :class:`InvalidParameter` / :class:`InvalidType` about rows ``start:stop`` of an
+    input of ``n`` rows read in batches gets them named: "in rows a–b: …". A batch that is the
+    whole input keeps its message as it is."""
+    try:
+        yield
+    except (InvalidParameter, InvalidType) as exc:
+        if stop - start == n:
+            raise
+        raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
 
 
 def check_codes(codes, n_subspaces: int, n_codewords: int, name: str = "codes", *, as_int64: bool = True) -> np.ndarray:

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 
 from ..backbones import BACKBONES, infer_image_shape
-from ..errors import InvalidParameter, InvalidType
-from ..validation import check_float, check_int
+from ..errors import InvalidParameter
+from ..validation import check_float, check_int, errors_name_rows
 from ._torch_state import TorchTrainingState, state_copy  # noqa: F401  (state_copy: re-exported)
 from .base import Option, Quantizer, reads_in_batches
 
@@ -179,9 +179,7 @@ class DeepQuantizer(TorchTrainingState, Quantizer):
         out = np.empty((len(X), self._embedding_size()), dtype=np.float32)
         for start in range(0, len(X), batch):
             stop = min(start + batch, len(X))
-            try:
+            with errors_name_rows(start, stop, len(X)):
                 rows = self._check_input(X[start:stop]) if by_batch else X[start:stop]
-            except (InvalidParameter, InvalidType) as exc:
-                raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
             out[start:stop] = self.model_.embed(self._standardise(rows)).float().cpu().numpy()
         return out

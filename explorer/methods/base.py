@@ -22,7 +22,7 @@ import torch
 from .. import metrics
 from ..errors import InvalidParameter, InvalidType
 from ..events import FitFailed, FitFinished, FitStarted, EmbeddingSample, StopSignal, TrainingRun
-from ..validation import check_codes, check_labels, check_pq_shape, check_vectors, code_dtype
+from ..validation import check_codes, check_labels, check_pq_shape, check_vectors, code_dtype, errors_name_rows
 
 
 def check_bits(bits, step: int, scheme: str, fix: str | None = None) -> int:
@@ -421,10 +421,8 @@ class Quantizer:
         out = np.empty((len(X), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         for start in range(0, len(X), batch_size):
             stop = min(start + batch_size, len(X))
-            try:
+            with errors_name_rows(start, stop, len(X)):
                 out[start:stop] = self._encode_rows(X[start:stop])
-            except (InvalidParameter, InvalidType) as exc:
-                raise type(exc)(f"in rows {start}–{stop - 1}: {exc}") from None
         return out
 
     def _encode_rows(self, X) -> np.ndarray:
