@@ -33,7 +33,7 @@ from .data import Dataset, ground_truth, split_queries, training_rows, training_
 from .errors import InvalidParameter
 from .events import Recorder, Step, StopSignal, _Event
 from .report import RECALL_AT, evaluate
-from .search import faiss_codes_distortion, faiss_reference, native_stderr_silenced
+from .search import evaluate_faiss, faiss_reference, native_stderr_silenced
 from .validation import check_int, check_vectors
 
 REFERENCES = ("pq", "opq", "rq", "lsq")
@@ -130,12 +130,21 @@ def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_stat
 
 
 def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
-                  train_size: int | None = None) -> dict:
+                  train_size: int | None = None, batch_size: int | None = None,
+                  map_block: int | None = None) -> dict:
     """Train faiss reference ``kind`` (pq, opq, rq, lsq) with M = bits/8 codebooks of 256 and
     measure it as our rows are measured: distortion in the input space, ADC search of the
     queries through the faiss index, mAP over the whole base with labels. ``train_size``: train
-    on the same seeded sample as :func:`run_method` (encoding and search still take the whole
-    base, in memory).
+    on the same seeded sample as :func:`run_method`.
+
+    The base is measured in bounded memory, as :func:`~explorer.report.evaluate` measures our
+    rows (:func:`~explorer.search.evaluate_faiss`): read, encoded, decoded for the distortion and
+    added to the index ``batch_size`` rows at a time (default 2^21 / d rows), and, with labels,
+    searched for ``map_block`` queries at a time (default ~10^6 ids per block) for mAP@all; what is
+    held is the codes. Only training without ``train_size`` reads the whole base into memory
+    (faiss trains on an in-memory array). Results equal one faiss call over the whole base, but
+    for LSQ on a base of more than ``batch_size`` rows and the ordering of near-tied items
+    between query blocks (see :func:`~explorer.search.evaluate_faiss`).
 
     ``random_state`` seeds faiss PQ's k-means; OPQ, RQ and LSQ use faiss's fixed internal seeds.
     """
@@ -148,26 +157,20 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
         row.update(subspaces=M, codewords=K)
         if kind in ("pq", "opq") and ds.dim % M:
             raise InvalidParameter(f"M={M} subspaces (for {bits} bits) do not divide d={ds.dim}")
-        base = check_vectors(ds.base, "base")
         t0 = time.perf_counter()
         with native_stderr_silenced():
-            train = base if train_size is None else check_vectors(training_set(ds, train_size, random_state)[0], "base")
-            index = faiss_reference(kind, train, M, K, seed=random_state)
+            index = faiss_reference(kind, check_vectors(training_set(ds, train_size, random_state)[0], "base"),
+                                    M, K, seed=random_state)
         fit_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        codes = index.sa_encode(base)
-        encode_seconds = time.perf_counter() - t0
-        distortion = faiss_codes_distortion(index, base)
-        index.add(base)
         labelled = ds.labels is not None and ds.query_labels is not None
-        k = len(base) if labelled else max(RECALL_AT)
-        _, ranking = index.search(check_vectors(ds.queries, "queries"), min(k, len(base)))
+        ev = evaluate_faiss(index, ds.base, ds.queries, k=max(RECALL_AT), query_labels=ds.query_labels if labelled else None,
+                            base_labels=ds.labels if labelled else None, batch_size=batch_size, map_block=map_block)
     except Exception as exc:  # faiss asserts surface as RuntimeError; keep sweeping
         row["error"] = _error(exc)
         return row
-    row.update(distortion=float(distortion), recall_at=metrics.recalls(ranking, gt, RECALL_AT),
-               map=metrics.mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
-               fit_seconds=float(fit_seconds), encode_seconds=float(encode_seconds))
+    codes = ev["codes"]
+    row.update(distortion=float(ev["distortion"]), recall_at=metrics.recalls(ev["ranking"], gt, RECALL_AT),
+               map=ev["map"], fit_seconds=float(fit_seconds), encode_seconds=float(ev["encode_seconds"]))
     if codes.shape[1] == M:  # one byte per codebook: usage is readable from the codes
         usage = diagnostics.usage_histogram(codes, K)
         row.update(collapsed_subspaces=int(np.sum(diagnostics.collapsed_mask(usage))),

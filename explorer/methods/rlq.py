@@ -103,7 +103,7 @@ from torch import nn
 from ..errors import InvalidParameter
 from ..events import EmbeddingSample
 from ..kmeans import assign_nearest, init_random_points, lloyd
-from ..validation import MAX_CODEWORDS, check_codes, check_float, check_int, code_dtype
+from ..validation import MAX_CODEWORDS, check_codes, check_float, check_int, check_vectors, code_dtype
 from . import register
 from ._torch_state import TorchTrainingState, state_copy
 from .base import Option, Quantizer, check_bits
@@ -541,9 +541,10 @@ class RLQ(TorchTrainingState, Quantizer):
     def extra_report(self, ds, evaluation: dict) -> dict:
         """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
         ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K, trained on the
-        same base (see :func:`reference_rows`). The policy distortion reads the base in batches; the
-        references train faiss on the whole base in memory, so a base larger than memory takes
-        ``references=False`` (``--no-references``)."""
+        same base (see :func:`reference_rows`). The policy distortion reads the base in batches, and
+        so do the references' encoding, distortion and search; but they train faiss on the whole
+        base, read into memory, so a base larger than memory takes ``references=False``
+        (``--no-references``)."""
         from ..report import distortion_batched
         out = {"policy_distortion": distortion_batched(self, ds.base, self.policy_codes)}  # the base read in batches
         if self.references:
@@ -762,35 +763,39 @@ class RLQ(TorchTrainingState, Quantizer):
 
 
 # --------------------------------------------------------------------------- reports and benchmarks
-def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "rq", "lsq")) -> dict:
+def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "rq", "lsq"), *,
+                   train=None, batch_size: int | None = None) -> dict:
     """Reference rows {kind: row} of faiss PQ, OPQ, RQ and LSQ at the same M and K (the same bits),
-    each trained on ``ds.base``.
+    each trained on ``train`` (n_train, d) (default: ``ds.base``, read into memory once for all kinds).
 
     A row holds ``distortion`` (mean ||x − x̂||² over the base), ``recall_at`` {"1","10","100"}
     (when ``ds`` has queries; exact L2 ground truth) and ``train_seconds`` / ``encode_seconds``.
     PQ and OPQ need M | d; otherwise their row is {"error": reason}.
+
+    The base is measured ``batch_size`` rows at a time (:func:`~explorer.search.evaluate_faiss`,
+    default 2^21 / d rows: encoded once, decoded for the distortion, its codes added to the index),
+    so a memory-mapped base is held whole only as the training set; pass a sample as ``train`` to
+    bound that too. Results equal one faiss call over the whole base, but LSQ's codes on a base of
+    more than ``batch_size`` rows (see :data:`~explorer.search.FAISS_BATCH`).
     """
     from .. import metrics
     from ..data import ground_truth
     from ..report import RECALL_AT
-    from ..search import faiss_codes_distortion, faiss_reference
-    base = np.ascontiguousarray(ds.base, dtype=np.float32)
+    from ..search import evaluate_faiss, faiss_reference
+    train = check_vectors(ds.base if train is None else train, "base" if train is None else "train")
     gt = ground_truth(ds, max(RECALL_AT)) if ds.queries is not None else None
     rows = {}
     for kind in kinds:
-        if kind in ("pq", "opq") and base.shape[1] % n_subspaces:
-            rows[kind] = {"error": f"M={n_subspaces} does not divide d={base.shape[1]}"}
+        if kind in ("pq", "opq") and ds.dim % n_subspaces:
+            rows[kind] = {"error": f"M={n_subspaces} does not divide d={ds.dim}"}
             continue
         t0 = time.perf_counter()
-        index = faiss_reference(kind, base, n_subspaces, n_codewords)
-        t1 = time.perf_counter()
-        index.sa_encode(base)
-        t2 = time.perf_counter()
-        row = {"distortion": faiss_codes_distortion(index, base), "train_seconds": t1 - t0, "encode_seconds": t2 - t1}
+        index = faiss_reference(kind, train, n_subspaces, n_codewords)
+        train_seconds = time.perf_counter() - t0
+        ev = evaluate_faiss(index, ds.base, ds.queries, k=max(RECALL_AT), batch_size=batch_size)
+        row = {"distortion": ev["distortion"], "train_seconds": train_seconds, "encode_seconds": ev["encode_seconds"]}
         if gt is not None:
-            index.add(base)
-            _, ranking = index.search(np.ascontiguousarray(ds.queries, dtype=np.float32), max(RECALL_AT))
-            row["recall_at"] = metrics.recalls(ranking, gt, RECALL_AT)
+            row["recall_at"] = metrics.recalls(ev["ranking"], gt, RECALL_AT)
         rows[kind] = row
     return rows
 
