@@ -1,6 +1,8 @@
 """RLQ (RL multi-codebook quantization): error falls over sampling stages, beats PQ at 32 bits,
-the entropy ablation concentrates codeword usage, determinism, additive ADC search = brute force."""
+the entropy ablation concentrates codeword usage, determinism, additive ADC search = brute force,
+faiss reference rows measured a batch of a memory-mapped base at a time."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +11,8 @@ import torch
 from explorer import cli, data, diagnostics, methods, search
 from explorer.errors import InvalidParameter
 from explorer.events import Recorder
-from explorer.methods.rlq import RLQ, icm_refine, inverse_cdf, solve_codebooks
+from explorer.methods.rlq import RLQ, icm_refine, inverse_cdf, reference_rows, solve_codebooks
+from watched_rows import WatchedRows
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +146,24 @@ def test_train_cli_with_the_ablation_flags_writes_the_report(tmp_path):
     assert set(refs) == {"pq", "opq", "rq", "lsq"} and all(r["distortion"] > 0 for r in refs.values())
     # without refinement, encode() is the greedy policy itself
     assert report["distortion"] == pytest.approx(report["policy_distortion"])
+
+
+def test_reference_rows_read_a_mapped_base_in_batches_and_equal_the_in_memory_rows(tmp_path, monkeypatch, small):
+    """reference_rows over a memory-mapped base (queries skipped lazily, WatchedRows refuses to be
+    read whole), trained on the same vectors in memory, reads it 300 rows at a time and gives the
+    rows of the in-memory base measured in one batch: same recall, distortion to float64
+    summation order."""
+    full = data.make_synthetic(1000, 16, n_clusters=10, random_state=3)
+    data.write_vecs(tmp_path / "base.fvecs", full.base)
+    mapped = data.split_queries(data.load(tmp_path / "base.fvecs"), 100, random_state=0)
+    watched = replace(mapped, base=WatchedRows(mapped.base.array, mapped.base.excluded))
+    expected = reference_rows(small, 2, 16, kinds=("pq", "rq"))
+    monkeypatch.setattr(search, "_KNN_CHUNK", 16 * 300)  # the exact ground truth in chunks of 300 rows too
+    got = reference_rows(watched, 2, 16, kinds=("pq", "rq"), train=small.base, batch_size=300)
+    assert watched.base.reads == [300, 300, 300] * 3  # ground truth, then one pass per kind
+    for kind in ("pq", "rq"):
+        assert got[kind]["recall_at"] == expected[kind]["recall_at"]
+        assert got[kind]["distortion"] == pytest.approx(expected[kind]["distortion"], rel=1e-12)
 
 
 @pytest.mark.parametrize("params,words", [

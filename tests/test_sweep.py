@@ -1,21 +1,24 @@
-"""The sweep: rows equal single ``pqx train`` runs, faiss rows equal faiss called directly,
-failed combinations become error rows, and ``pqx sweep`` writes the promised JSON and CSV."""
+"""The sweep: rows equal single ``pqx train`` runs, faiss rows equal faiss called directly (also
+when the base is read in batches from a memory map), failed combinations become error rows, and
+``pqx sweep`` writes the promised JSON and CSV."""
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import faiss
 import numpy as np
 import pytest
 
-from explorer import metrics
+from explorer import data, metrics
 from explorer.cli import main
 from explorer.errors import InvalidParameter
 from explorer.events import StopSignal
 from explorer.methods import create, get
-from explorer.search import faiss_reference
-from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, sweep
+from explorer.search import evaluate_faiss, faiss_reference, native_stderr_silenced
+from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, run_reference, sweep
+from watched_rows import WatchedRows
 
 
 def test_grid_for_bits_default_is_one_byte_per_subspace():
@@ -126,6 +129,87 @@ def test_reference_rows_equal_faiss_called_directly(digits):
         assert row["distortion"] == pytest.approx(distortion, rel=1e-6)
         assert row["recall_at"] == metrics.recalls(ranking, gt)
         assert row["map"] == pytest.approx(metrics.mean_average_precision(ranking, digits.query_labels, digits.labels))
+
+
+@pytest.fixture(scope="module")
+def trained_on_digits(digits):
+    """{kind: faiss index trained on the digits base as run_reference trains it (M=2, K=256, seed 0)}, empty."""
+    with native_stderr_silenced():
+        return {kind: faiss_reference(kind, digits.base, 2, 256, seed=0) for kind in ("pq", "rq")}
+
+
+@pytest.mark.parametrize("kind", ["pq", "rq"])
+@pytest.mark.parametrize("batch_size, map_block", [(1, 1), (300, 7)])
+def test_faiss_measured_in_batches_equals_one_faiss_call(digits, trained_on_digits, kind, batch_size, map_block):
+    """evaluate_faiss reading the base 1 or 300 rows at a time (of 1,597) and ranking it for 1 or 7
+    queries at a time gives what one faiss call over everything gives: the same codes, recall and
+    first 100 ids (RQ: the whole ranking), the distortion to float64 summation order (rel 1e-12),
+    mAP to 1e-6 — faiss's PQ builds the distance tables of a call's queries in one BLAS product,
+    whose last float32 bits depend on how many queries it holds, so near-tied items may swap."""
+    base, queries = digits.base, digits.queries
+    one_call = faiss.clone_index(trained_on_digits[kind])
+    codes = one_call.sa_encode(base)
+    distortion = float(((base.astype(np.float64) - one_call.sa_decode(codes)) ** 2).sum(axis=1).mean())
+    one_call.add(base)
+    distances, ranking = one_call.search(queries, len(base))
+
+    index = faiss.clone_index(trained_on_digits[kind])
+    got = evaluate_faiss(index, base, queries, query_labels=digits.query_labels, base_labels=digits.labels,
+                         batch_size=batch_size, map_block=map_block)
+    np.testing.assert_array_equal(got["codes"], codes)
+    assert index.ntotal == len(base)
+    assert got["distortion"] == pytest.approx(distortion, rel=1e-12)
+    gt = faiss.knn(queries, base, 1)[1]
+    assert got["ranking"].shape == (len(queries), 100)
+    assert metrics.recalls(got["ranking"], gt) == metrics.recalls(ranking, gt)
+    assert got["map"] == pytest.approx(metrics.mean_average_precision(ranking, digits.query_labels, digits.labels),
+                                       abs=1e-6)
+    if kind == "rq":  # each query's distances are computed on their own: the rankings are the same
+        np.testing.assert_array_equal(got["ranking"], ranking[:, :100])
+    else:  # items may swap only with one at the same distance, to float32 rounding
+        rank_of = np.argsort(ranking, axis=1)  # rank_of[q, id]: the id's rank in the one-call ranking
+        got_distances = np.take_along_axis(distances, np.take_along_axis(rank_of, got["ranking"], axis=1), axis=1)
+        np.testing.assert_allclose(got_distances, distances[:, :100], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits_on_disk(tmp_path_factory, digits):
+    """The digits split with its base on disk behind WatchedRows (queries skipped in the memory map)."""
+    folder = tmp_path_factory.mktemp("digits")
+    full = data.load("digits")
+    data.write_vecs(folder / "base.fvecs", full.base)
+    np.save(folder / "labels.npy", full.labels)
+    mapped = data.split_queries(data.load(folder / "base.fvecs", labels=folder / "labels.npy"), 200, random_state=0)
+    np.testing.assert_array_equal(mapped.queries, digits.queries)
+    return replace(mapped, name=digits.name, base=WatchedRows(mapped.base.array, mapped.base.excluded))
+
+
+@pytest.mark.parametrize("kind", ["pq", "opq", "rq"])
+def test_reference_row_reads_a_mapped_base_one_batch_at_a_time(digits, digits_on_disk, monkeypatch, kind):
+    """run_reference with --train-size reads the base it trains on once (the 500 sampled rows)
+    and then at most ``batch_size`` rows at a time, never all of it (WatchedRows refuses), and
+    ranks it for at most ``map_block`` queries at a time; its row equals the row of the same
+    split in memory measured in one batch and one block of queries."""
+    watched = digits_on_disk
+    gt = data.ground_truth(digits, 100)
+    expected = run_reference(kind, 16, digits, gt, random_state=0, train_size=500)  # 1 batch, 1 query block
+
+    blocks, score = [], metrics.map_in_blocks
+    def spy(rankings, *args, **kwargs):
+        return score((blocks.append(r.shape) or r for r in rankings), *args, **kwargs)
+    monkeypatch.setattr(metrics, "map_in_blocks", spy)
+    watched.base.reads.clear()
+    got = run_reference(kind, 16, watched, gt, random_state=0, train_size=500, batch_size=300, map_block=7)
+
+    assert "error" not in got, got.get("error")
+    reads = watched.base.reads
+    assert reads[0] == 500 and max(reads[1:]) == 300 and sum(reads[1:]) == len(watched.base)
+    assert {b[0] for b in blocks} == {7, 200 % 7} and {b[1] for b in blocks} == {len(watched.base)}
+    timing = ("fit_seconds", "encode_seconds")
+    assert got["distortion"] == pytest.approx(expected["distortion"], rel=1e-12)
+    assert got["map"] == pytest.approx(expected["map"], abs=1e-6)
+    same = ("distortion", "map", *timing)
+    assert {k: v for k, v in got.items() if k not in same} == {k: v for k, v in expected.items() if k not in same}
 
 
 def test_impossible_combinations_become_error_rows_and_the_sweep_goes_on(digits):
