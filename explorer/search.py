@@ -235,17 +235,19 @@ def evaluate_faiss(index, base, queries: np.ndarray | None = None, *, k: int = 1
     :func:`~explorer.metrics.queries_per_block`: ~10^6 ids per block) and each block's ranking
     scored and dropped (:func:`~explorer.metrics.map_in_blocks`); the first ``k`` ids are kept.
 
-    Equal to one call over the whole base: codes and ranking exactly for PQ, OPQ and RQ (each
-    vector's code depends on it alone), and for LSQ while n ≤ ``batch_size`` (see
-    :data:`FAISS_BATCH`; with smaller batches LSQ's codes of a few percent of vectors change,
-    to other local-search optima: batches of 1 to 1,024 rows moved its distortion by −1.1% to
-    +2.0% and recall@1 by up to 0.045 on digits at 16 bits and synthetic 3,000 × 32 at 32 bits,
-    the spread of its random initial codes); the distortion up to float64 summation order (relative
-    ~10^-15). faiss's PQ search computes its distance tables for all queries of a call at once
-    (BLAS when d/M ≥ 16), so distances may differ in the last float32 bits between query blocks
-    of different sizes and near-tied items may swap: on digits (PQ, M=2, K=256, 200 queries in
-    blocks of 7) that moved mAP by 10^-8 and left recall unchanged. While nq · n ≤ 2^20 (one block)
-    the ranking is exactly one search of all queries.
+    Equal to one faiss call over the whole base, the distortion up to float64 summation order
+    (relative ~10^-15): the codes for PQ, OPQ and RQ, whose code of a vector depends on that
+    vector alone (checked on digits in batches of 1 to 1,024 rows); LSQ's codes only while
+    n ≤ ``batch_size`` (see :data:`FAISS_BATCH`; in smaller batches a few percent of its codes
+    change, to other local-search optima: batches of 1 to 1,024 rows moved its distortion by
+    −1.1% to +2.0% and recall@1 by up to 0.045 on digits at 16 bits and synthetic 3,000 × 32 at
+    32 bits, the spread of its random initial codes). The ranking equals one search of all
+    queries while they fit one block (nq · n ≤ 2^20 with the default), and in any blocks for RQ
+    and LSQ (each query's distances computed on their own). faiss's PQ computes the distance
+    tables of a call's queries in one BLAS product when d/M ≥ 16, whose last float32 bits depend
+    on how many queries it holds, so in blocks near-tied items may swap: on digits (M=2, K=256,
+    200 queries in blocks of 7) one query's first 100 ids changed order, mAP moved by 10^-8 and
+    recall not at all.
     """
     import faiss
     base = lazy_vectors(base, "base")
