@@ -8,7 +8,7 @@ import pytest
 
 from explorer import data, diagnostics, methods, metrics, search
 from explorer.report import RECALL_AT, build_report, evaluate
-from watched_rows import WatchedRows
+from watched_rows import WatchedRows, mapped_digits
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +134,7 @@ def test_map_in_blocks_lets_go_of_scored_blocks():
 @pytest.fixture(scope="module")
 def digits_on_disk(tmp_path_factory, digits_split):
     """(digits split with its base on disk behind WatchedRows, the same split in memory)."""
-    folder = tmp_path_factory.mktemp("digits")
-    ds = data.load("digits")
-    data.write_vecs(folder / "base.fvecs", ds.base)
-    np.save(folder / "labels.npy", ds.labels)
-    mapped = data.split_queries(data.load(folder / "base.fvecs", labels=folder / "labels.npy"), 200, random_state=0)
+    mapped = mapped_digits(tmp_path_factory.mktemp("digits"))
     np.testing.assert_array_equal(mapped.queries, digits_split.queries)
     return mapped, digits_split
 

@@ -18,7 +18,7 @@ from explorer.events import StopSignal
 from explorer.methods import create, get
 from explorer.search import evaluate_faiss, faiss_reference, native_stderr_silenced
 from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, run_reference, sweep
-from watched_rows import WatchedRows
+from watched_rows import WatchedRows, mapped_digits
 
 
 def test_grid_for_bits_default_is_one_byte_per_subspace():
@@ -175,11 +175,7 @@ def test_faiss_measured_in_batches_equals_one_faiss_call(digits, trained_on_digi
 @pytest.fixture(scope="module")
 def digits_on_disk(tmp_path_factory, digits):
     """The digits split with its base on disk behind WatchedRows (queries skipped in the memory map)."""
-    folder = tmp_path_factory.mktemp("digits")
-    full = data.load("digits")
-    data.write_vecs(folder / "base.fvecs", full.base)
-    np.save(folder / "labels.npy", full.labels)
-    mapped = data.split_queries(data.load(folder / "base.fvecs", labels=folder / "labels.npy"), 200, random_state=0)
+    mapped = mapped_digits(tmp_path_factory.mktemp("digits"))
     np.testing.assert_array_equal(mapped.queries, digits.queries)
     return replace(mapped, name=digits.name, base=WatchedRows(mapped.base.array, mapped.base.excluded))
 
