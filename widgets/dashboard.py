@@ -32,7 +32,7 @@ import numpy as np
 from explorer import data as datasets
 from explorer import methods
 from explorer.events import Recorder, Step, StopSignal, Throttle
-from explorer.metrics import mean_average_precision, recalls
+from explorer.metrics import recalls
 from explorer.report import RECALL_AT, evaluate
 from explorer.search import native_stderr_silenced
 from explorer.sweep import record_without_samples
@@ -68,13 +68,12 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
     Named as :mod:`explorer.sweep` names them (``faiss-pq``, ``faiss-opq``, ``"reference": True``).
 
     One row per kind and M in ``subspaces[kind]`` that divides the dimension; K must be a power
-    of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries.
+    of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries, the
+    base ranked a block of queries at a time for mAP (:func:`explorer.search.evaluate_faiss`).
     """
-    from explorer.search import faiss_reference
+    from explorer.search import evaluate_faiss, faiss_reference
     base = np.ascontiguousarray(ds.base, dtype=np.float32)
-    queries = np.ascontiguousarray(ds.queries, dtype=np.float32)
     labelled = ds.labels is not None and ds.query_labels is not None
-    k = len(base) if labelled else max(RECALL_AT)
     rows = []
     for kind, ms in subspaces.items():
         for M in ms:
@@ -82,12 +81,11 @@ def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed
                 continue
             with native_stderr_silenced():
                 index = faiss_reference(kind, base, M, n_codewords, seed=seed)
-            index.add(base)
-            _, ranking = index.search(queries, k)
+            ev = evaluate_faiss(index, base, ds.queries, k=max(RECALL_AT), query_labels=ds.query_labels if labelled else None,
+                                base_labels=ds.labels if labelled else None)
             rows.append({"method": f"faiss-{kind}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
-                         "codewords": n_codewords, "recall_at": recalls(ranking, gt, RECALL_AT),
-                         "map": mean_average_precision(ranking, ds.query_labels, ds.labels) if labelled else None,
-                         "reference": True})
+                         "codewords": n_codewords, "recall_at": recalls(ev["ranking"], gt, RECALL_AT),
+                         "map": ev["map"], "reference": True})
     return rows
 
 
