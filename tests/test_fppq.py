@@ -53,6 +53,36 @@ def test_labels_unique_after_resolution_and_moved_to_cheapest_free_tuple(many_cl
         assert chosen <= grid[free].min() + 1e-9
 
 
+def test_normalised_labels_depend_on_feature_directions_only(many_classes):
+    """normalize=True (FPPQ's backbone features, as the authors' pipeline): instance features and
+    class means are unit rows, so rescaling every feature by its own positive factor changes no label."""
+    F, y = many_classes.base, many_classes.labels
+    labels = make_pq_labels(F, y, 2, 256, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(labels.means, axis=1), 1.0, rtol=1e-5)
+    scaled = F * np.random.default_rng(0).uniform(0.1, 10.0, size=(len(F), 1)).astype(np.float32)
+    np.testing.assert_array_equal(make_pq_labels(scaled, y, 2, 256, normalize=True).codes, labels.codes)
+    assert not np.array_equal(make_pq_labels(scaled, y, 2, 256).codes, make_pq_labels(F, y, 2, 256).codes)
+
+
+def test_class_loss_takes_its_own_margin(digits):
+    """L_cls uses ``cls_margin`` (0.4, the released code's CosFace default), L_pq ``margin`` (0.2):
+    on the same network and batch, a larger class margin raises L_cls and leaves L_pq alone."""
+    import torch
+    model = FPPQ(4, 256, backbone="mlp", epochs=1, pretrain_epochs=1).fit(digits.base, digits.labels)
+    x = model._prepare(digits.base[:64])
+    _, y_idx = np.unique(digits.labels, return_inverse=True)
+    target_cls = torch.from_numpy(y_idx[:64].astype(np.int64))
+    target_pq = torch.from_numpy(model.labels_.codes[y_idx[:64]])
+    out = {}
+    for m in (0.0, 0.4):
+        model.cls_margin = m
+        with torch.no_grad():
+            _, l_cls, l_pq, _ = model._loss(x, target_pq, target_cls, with_pq=True)
+        out[m] = (float(l_cls), float(l_pq))
+    assert out[0.4][0] > out[0.0][0] + 1.0
+    assert out[0.4][1] == out[0.0][1]
+
+
 def test_best_free_tuple_matches_brute_force():
     rng = np.random.default_rng(3)
     cost = rng.random((3, 6))
@@ -174,6 +204,8 @@ def test_bad_label_source_names_the_fix(digits):
         FPPQ(4, 256, label_source="class_means").fit(digits.base, digits.labels)
     with pytest.raises(InvalidParameter, match="margin_kind"):
         FPPQ(4, 256, margin_kind="sphere").fit(digits.base, digits.labels)
+    with pytest.raises(InvalidParameter, match="cls_margin"):
+        FPPQ(4, 256, cls_margin=-0.1).fit(digits.base, digits.labels)
 
 
 def test_cli_train_reports_duplicate_rate_and_map(tmp_path, capsys):

@@ -28,6 +28,24 @@ each of its M segments scaled to unit L2 norm — ``[F̃_1, …, F̃_M]``, (n, D
 "F" row, the paper's default at evaluation time). Codes are identical either way (Eq. 11: with
 unit codewords the nearest codeword by L2 is the one with the largest cosine, whatever ||F_m||),
 so only asymmetric distances differ; the paper reports the difference as negligible.
+
+Checked against the authors' released code (github.com/yuleung/FPPQ, Glint360K only; read, not
+copied). It confirms: L_pq is CosFace, s·(cos θ − m) with s = 64, m = 0.2 (Eq. 6's cos(θ + m) is
+a misprint, hence ``margin_kind="cosface"``), a cross-entropy averaged over the B·M segments;
+L = L_cls + L_pq; the codebook is the normalised branch weights, searched by a faiss ``IndexPQ``;
+the labels come from faiss-style PQ on the class means. It settles two points the paper leaves
+open, which we follow: L_cls (and the pre-training) uses insightface's CosFace default m = 0.4
+(``cls_margin``), and the backbone features and their class means are L2-normalised before the
+label PQ (:func:`make_pq_labels` ``normalize``). Where it departs from the paper's text we keep
+the text: duplicates move to the cheapest free tuple, best-fitting class first (Sec. 4.2; the
+code's own mover changes one digit at a time and is flagged by its authors as unfinished), and
+the learning rate decays linearly (Sec. 5.3; the code decays it quadratically). Not followed,
+by choice: SGD (we use Adam from scratch, see ``lr``), its gradient clipping at norm 5 and
+weight decay 1e-4, and its N(0, 1) initial branch weights (ours N(0, 0.01)).
+
+Measured here after these two changes (seed 0): digits, 32 bits, 10 epochs, mAP@all 0.996 (0.992
+with m = 0.2 for L_cls too); the synthetic 2,000-class set at 16 bits (notebook 05), 0.722
+(0.728).
 """
 from __future__ import annotations
 
@@ -65,6 +83,12 @@ def class_means(F: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     np.add.at(sums, inverse, F)
     counts = np.bincount(inverse, minlength=len(classes)).astype(np.int64)
     return classes, (sums / counts[:, None]).astype(np.float32), counts
+
+
+def _unit_rows(A: np.ndarray) -> np.ndarray:
+    """Rows of A (n, D) scaled to unit L2 norm, float32 (all-zero rows stay zero)."""
+    A = np.asarray(A, dtype=np.float32)
+    return A / np.maximum(np.linalg.norm(A, axis=1, keepdims=True), np.finfo(np.float32).tiny)
 
 
 def code_costs(means: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
@@ -226,7 +250,8 @@ class LabelResult:
 
 
 def make_pq_labels(F: np.ndarray, y: np.ndarray, n_subspaces: int, n_codewords: int, *, source: str = "auto",
-                   fallback_duplicate_rate: float | None = None, n_iter: int = 25, random_state: int = 0) -> LabelResult:
+                   fallback_duplicate_rate: float | None = None, n_iter: int = 25, random_state: int = 0,
+                   normalize: bool = False) -> LabelResult:
     """Class-level PQ labels for features F (n, D) with labels y (n,) (Sec. 4.2, Eq. 8; Sec. 5.4).
 
     source: "class_means" (PQ trained on the C class means; needs C ≥ K), "instances" (PQ
@@ -237,8 +262,15 @@ def make_pq_labels(F: np.ndarray, y: np.ndarray, n_subspaces: int, n_codewords: 
     The label PQ is our :class:`~explorer.methods.pq.PQ` (faiss-style Lloyd, ``n_iter`` iterations);
     on the instances path it trains on at most 256·K instances, faiss's default cap (the paper
     does not say how many it used), on the class-means path on all C means.
+    normalize: L2-normalise every feature row, then every class mean, before PQ — what the
+    authors' released pipeline does with the backbone features (the paper is silent); the label
+    PQ then works on the unit sphere where the normalised codewords are trained.
     """
+    if normalize:
+        F = _unit_rows(F)
     classes, means, _ = class_means(F, y)
+    if normalize:
+        means = _unit_rows(means)
     C = len(classes)
     rng = np.random.default_rng(random_state)
     if source == "bernoulli":
@@ -324,7 +356,11 @@ class FPPQ(DeepQuantizer):
         Glint360K schedule, Sec. 5.3; the paper uses SGD there and lr 1e-4 fine-tuning on
         ImageNet — we chose Adam at 1e-3 because our backbones start from scratch).
     backbone, image_shape : see :mod:`explorer.backbones` ("linear"/"mlp" for vector features).
-    scale, margin : s and m of the margin loss (paper: 64 and 0.2, Sec. 5.2).
+    scale, margin : s and m of the PQ branches' margin loss L_pq (paper: 64 and 0.2, Sec. 5.2).
+    cls_margin : m of L_cls (0.4). The paper gives one margin, 0.2, and says it otherwise keeps
+        insightface's default training settings; the authors' released code uses 0.2 for the PQ
+        branches only and trains L_cls (and the pre-trained model) with insightface's CosFace
+        default, m = 0.4, so we do too.
     margin_kind : "cosface" (s·(cos θ − m), the loss the text names) or "arcface" (s·cos(θ + m),
         Eq. 6 as printed). The paper's Eq. 6 writes cos(θ + margin) but cites CosFace.
     cls_weight : weight of L_cls in L = cls_weight·L_cls + L_pq (Eq. 7 has 1; 0 switches the class
@@ -334,7 +370,8 @@ class FPPQ(DeepQuantizer):
         means from a pre-trained model and fine-tunes it; our backbones start random, so we
         pre-train them here (0 = none).
     label_features : "pretrained" (class means of the backbone's features after pre-training,
-        as the paper) or "input" (class means of the standardised input vectors — frozen,
+        as the paper; each feature and each mean L2-normalised, as the authors' released code
+        does) or "input" (class means of the standardised input vectors, as they are — frozen,
         pre-computed features such as PCA or descriptors; needs M | d).
     label_source : "auto", "class_means", "instances" or "bernoulli" (see :func:`make_pq_labels`).
     fallback_duplicate_rate : switch to Bernoulli labels when the PQ labels' duplicate rate before
@@ -373,7 +410,8 @@ class FPPQ(DeepQuantizer):
                      "label_source": LABEL_SOURCES}
     cli_options = DEEP_OPTIONS + (
         Option("--scale", "scale", "s, the margin loss's scale (FPPQ: 64)", type=float),
-        Option("--margin", "margin", "the margin m (FPPQ: 0.2)", type=float),
+        Option("--margin", "margin", "the margin m of L_pq (FPPQ: 0.2)", type=float),
+        Option("--cls-margin", "cls_margin", "the margin m of L_cls (FPPQ's released code: 0.4)", type=float),
         Option("--margin-kind", "margin_kind", "cosface (default) or arcface", type=str),
         Option("--no-cls", "cls_weight", "drop the class-head loss L_cls", const=0.0),
         Option("--pretrain-epochs", "pretrain_epochs", "epochs of L_cls before making the PQ labels", type=int),
@@ -387,7 +425,8 @@ class FPPQ(DeepQuantizer):
 
     def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, embedding_dim: int = 64, epochs: int = 20,
                  batch_size: int = 128, lr: float = 1e-3, backbone: str = "auto", image_shape=None,
-                 scale: float = 64.0, margin: float = 0.2, margin_kind: str = "cosface", cls_weight: float = 1.0,
+                 scale: float = 64.0, margin: float = 0.2, cls_margin: float = 0.4, margin_kind: str = "cosface",
+                 cls_weight: float = 1.0,
                  pretrain_epochs: int = 3, label_features: str = "pretrained", label_source: str = "auto",
                  fallback_duplicate_rate: float | None = None, segment_normalize: bool = True,
                  random_state: int = 0, device: str = "cpu"):
@@ -400,6 +439,7 @@ class FPPQ(DeepQuantizer):
         self.image_shape = image_shape
         self.scale = scale
         self.margin = margin
+        self.cls_margin = cls_margin
         self.margin_kind = margin_kind
         self.cls_weight = cls_weight
         self.pretrain_epochs = pretrain_epochs
@@ -422,6 +462,7 @@ class FPPQ(DeepQuantizer):
         super()._validate(X, y)
         check_float(self.scale, "scale (s)", low=0.0)
         check_float(self.margin, "margin", low=0.0)
+        check_float(self.cls_margin, "cls_margin", low=0.0)
         check_float(self.cls_weight, "cls_weight", low=0.0)
         check_int(self.pretrain_epochs, "pretrain_epochs", low=0)
         if self.fallback_duplicate_rate is not None:
@@ -447,7 +488,7 @@ class FPPQ(DeepQuantizer):
     def _loss(self, x, target_pq, target_cls, *, with_pq: bool):
         """(total, L_cls, L_pq, hard codes (b, M)) on one batch; Eqs. 6–7."""
         cos_pq, cos_cls = self.model_(x)
-        l_cls = nnf.cross_entropy(margin_logits(cos_cls, target_cls, self.scale, self.margin, self.margin_kind),
+        l_cls = nnf.cross_entropy(margin_logits(cos_cls, target_cls, self.scale, self.cls_margin, self.margin_kind),
                                   target_cls)
         if not with_pq:
             return l_cls, l_cls, None, None
@@ -513,7 +554,8 @@ class FPPQ(DeepQuantizer):
             F = self._label_features(X, Xt)
             self.labels_ = make_pq_labels(F, y, M, K, source=self.label_source,
                                           fallback_duplicate_rate=self.fallback_duplicate_rate,
-                                          random_state=int(self.random_state or 0))
+                                          random_state=int(self.random_state or 0),
+                                          normalize=self.label_features == "pretrained")
 
         # Training with L = L_cls + L_pq (Algorithm 1, lines 4–8); lr decays linearly to 0.
         self._phase = "train"
