@@ -81,6 +81,17 @@ Where the supplement is silent, our choices:
   (nq, M, K) inner-product tables −2⟨q, C_m[k]⟩ and ||x̂||² recomputed from the codes (faiss's
   ``ST_norm_float`` search stores the same norms; :meth:`RLQ.to_faiss` gives such an index).
 
+What public code says, and why it does not settle these choices. No repository in our index is
+identified as the paper's release. A package named ``MCQ`` (stored without its repository name;
+its ablation table names "PPO" → ``VCPPO`` and "NOVC", and its comments give Table 2's ε = 0.2,
+α = 0.05 and gradient norm 0.5) looks like the authors' development code, but its networks are
+not Table 1's IndepBlocks. It differs from the reading above: one decision per vector (M heads
+read the standardised x and emit all M codes jointly), a reward from the drop of quantization
+error after re-solving the codebooks, and a value network that also reads the codebooks and
+codes. Its no-correction variant still subtracts that learned value, so the paper's "value
+correction" may mean something other than our constant-baseline ablation; the corrected variant
+(``VCPPO``) is not in the index, so we keep our reading and say so here.
+
 Fitted attributes: ``codebooks_`` (M, K, d) float32; ``policy_`` and ``value_`` (torch
 ``ModuleList`` of M blocks); ``scale_`` float; ``temperatures_`` (M floats); ``history_`` list
 of per-stage loss dicts. Kept for checkpoints (``state_dict()`` also after a stopped fit): the
