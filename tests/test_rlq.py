@@ -166,6 +166,28 @@ def test_reference_rows_read_a_mapped_base_in_batches_and_equal_the_in_memory_ro
         assert got[kind]["distortion"] == pytest.approx(expected[kind]["distortion"], rel=1e-12)
 
 
+def test_report_references_train_on_rlqs_budget_and_read_the_base_in_batches(tmp_path, monkeypatch):
+    """RLQ's report on a memory-mapped base of 2,900 vectors with max_train_points=400: the faiss
+    references train on the seeded 400-row sample (their rows equal reference_rows trained on that
+    sample) and every other read of the base is one batch (1,024 rows for the policy distortion,
+    300 for faiss and the ground truth here), never the whole base."""
+    from explorer.data import training_sample
+    full = data.make_synthetic(3000, 16, n_clusters=10, random_state=3)
+    data.write_vecs(tmp_path / "base.fvecs", full.base)
+    mapped = data.split_queries(data.load(tmp_path / "base.fvecs"), 100, random_state=0)
+    watched = replace(mapped, base=WatchedRows(mapped.base.array, mapped.base.excluded))
+    monkeypatch.setattr(search, "FAISS_BATCH", 16 * 300)        # faiss rows measured 300 rows at a time
+    monkeypatch.setattr(search, "_KNN_CHUNK", 16 * 300)          # and the exact ground truth too
+    model = RLQ(2, 16, n_iter=1, max_train_points=400, random_state=0).fit(training_sample(watched.base, 400, 0))
+    watched.base.reads.clear()
+    report = model.extra_report(watched, {})
+    assert max(watched.base.reads) <= 1024 and 400 in watched.base.reads
+    expected = reference_rows(mapped, 2, 16, train=training_sample(mapped.base, 400, 0))
+    for kind in ("pq", "opq", "rq", "lsq"):
+        assert report["references"][kind]["recall_at"] == expected[kind]["recall_at"], kind
+        assert report["references"][kind]["distortion"] == pytest.approx(expected[kind]["distortion"], rel=1e-9), kind
+
+
 @pytest.mark.parametrize("params,words", [
     (dict(n_codewords=1), "n_codewords (K)"),
     (dict(n_codewords=5000), "exceeds the number of training vectors"),

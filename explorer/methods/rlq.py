@@ -551,15 +551,19 @@ class RLQ(TorchTrainingState, Quantizer):
 
     def extra_report(self, ds, evaluation: dict) -> dict:
         """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
-        ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K, trained on the
-        same base (see :func:`reference_rows`). The policy distortion reads the base in batches, and
-        so do the references' encoding, distortion and search; but they train faiss on the whole
-        base, read into memory, so a base larger than memory takes ``references=False``
-        (``--no-references``)."""
+        ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K (see
+        :func:`reference_rows`), trained on the same budget as RLQ itself: a seeded sample of at
+        most ``max_train_points`` base vectors (:func:`~explorer.data.training_sample`; the whole
+        base when it is smaller or ``max_train_points`` is None). The policy distortion and the
+        references' encoding, distortion and search read the base in batches, so only that sample
+        is ever held in memory."""
+        from ..data import training_sample
         from ..report import distortion_batched
         out = {"policy_distortion": distortion_batched(self, ds.base, self.policy_codes)}  # the base read in batches
         if self.references:
-            out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords)
+            train = None if self.max_train_points is None else training_sample(
+                ds.base, self.max_train_points, int(self.random_state or 0))
+            out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords, train=train)
         return out
 
     def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
