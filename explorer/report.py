@@ -41,12 +41,10 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     ADC search runs over them. mAP@all ranks the whole base per query: ``map_block`` queries at
     a time (default: :func:`~explorer.metrics.queries_per_block`, ~10^6 ids per block), each
     block's (block, n) ranking (:meth:`~explorer.methods.base.Quantizer.search_blocks`) scored
-    and dropped (:func:`~explorer.metrics.map_in_blocks`). Ties: base vectors with equal ADC
-    distances (duplicate codes) are ordered as torch's top-k merge leaves them, which depends on
-    how many codes one scan block holds (2^24 / (queries · M)); up to n = 2^24 / (nq · M) codes
-    (10,485 at nq = 200, M = 8) the blocked ranking equals one search of all queries exactly;
-    beyond, tied items may come in another order than one (nq, n) search would give (whose order
-    was as arbitrary), which moved DPQ's mAP in the 4th decimal on 10^5 labelled vectors.
+    and dropped (:func:`~explorer.metrics.map_in_blocks`). Ties: base vectors at equal ADC
+    distance (duplicate codes) are ranked by id (:func:`~explorer.search.merge_topk`), so the
+    blocked ranking, and mAP@all, equal one search of all queries exactly, however many codes a
+    scan block holds.
     """
     base = lazy_vectors(ds.base, "base")
     t0 = time.perf_counter()

@@ -23,15 +23,26 @@ _BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
 def merge_topk(best_d, best_i, d, ids, k):
     """Running k smallest: merge block distances ``d`` (nq, b) with ids ``ids`` (b,) — or (nq, b),
     one row of ids per query — into the best so far (``best_d``, ``best_i``: (nq, ≤k) tensors, or
-    None for the first block); return the new best."""
+    None for the first block); return the new best, nearest first.
+
+    Equal distances keep the order in which they arrive: the best so far first, then the block in
+    its own order. The scans here pass blocks of ascending ids, so a full ranking (k at least the
+    number of candidates, as mAP@all asks) is the order by (distance, id), whatever the block
+    sizes: a stable sort. When k is smaller, torch's top-k picks the k (which of several items
+    tied at the k-th distance is kept is its choice), and ties among them keep arrival order.
+    """
     ids = ids if ids.dim() == 2 else ids[None, :].expand(len(d), -1)
-    if best_d is None:
-        vals, pos = torch.topk(d, k=min(k, d.shape[1]), dim=1, largest=False)
-        return vals, torch.gather(ids, 1, pos)
-    cat_d = torch.cat([best_d, d], dim=1)
-    all_i = torch.cat([best_i, ids], dim=1)
-    vals, pos = torch.topk(cat_d, k=min(k, cat_d.shape[1]), dim=1, largest=False)
-    return vals, torch.gather(all_i, 1, pos)
+    if best_d is not None:
+        d = torch.cat([best_d, d], dim=1)
+        ids = torch.cat([best_i, ids], dim=1)
+    if k >= d.shape[1]:
+        vals, pos = torch.sort(d, dim=1, stable=True)
+    else:
+        _, pos = torch.topk(d, k=k, dim=1, largest=False, sorted=False)
+        pos = torch.sort(pos, dim=1).values                                # arrival order
+        vals, order = torch.sort(torch.gather(d, 1, pos), dim=1, stable=True)
+        pos = torch.gather(pos, 1, order)
+    return vals, torch.gather(ids, 1, pos)
 
 
 def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

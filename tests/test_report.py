@@ -102,6 +102,25 @@ def test_map_in_blocks_of_queries_equals_ranking_all_queries_at_once(digits_spli
             assert max(widest) == min(block, 200)
 
 
+@pytest.mark.parametrize("block", [1, 37, 10**6])
+def test_a_full_ranking_orders_duplicate_codes_by_id_whatever_the_scan_blocks(monkeypatch, block):
+    """2,000 vectors on 16 distinct codes (ties everywhere): the full ADC ranking is the order by
+    (distance, id) however many codes one scan block holds, so blocked mAP@all equals one search."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4, size=(2000, 2)).astype(np.uint8)
+    tables = rng.random((5, 2, 4), dtype=np.float32)
+    d_all = tables[:, 0, codes[:, 0]] + tables[:, 1, codes[:, 1]]              # (5, 2000), exact for 2 terms
+    expected = np.stack([np.lexsort((np.arange(2000), row)) for row in d_all])
+    monkeypatch.setattr(search, "_BLOCK", block * 5 * 2)                       # `block` codes per scan block
+    d, ids = search.adc_search(tables, codes, 2000)
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(d, np.take_along_axis(d_all, expected, 1))
+    _, top = search.adc_search(tables, codes, 10)                              # ties inside a top-k: by id too
+    for q in range(5):
+        tied = np.diff(d_all[q, top[q]]) == 0
+        assert tied.any() and np.all(np.diff(top[q])[tied] > 0)
+
+
 def test_map_in_blocks_needs_rankings_for_every_query():
     labels = np.array([0, 1, 0])
     ranking = np.array([[0, 2, 1], [1, 0, 2]])

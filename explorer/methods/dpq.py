@@ -452,7 +452,11 @@ class DPQ(DeepQuantizer):
             p_base = torch.softmax(torch.from_numpy(self.predict_codes(codes)), 1)
             block = len(p_query) if block is None else block
             for start in range(0, len(p_query), block):
-                yield torch.topk(p_query[start:start + block] @ p_base.T, k=min(k, len(p_base)), dim=1).indices.numpy()
+                scores = p_query[start:start + block] @ p_base.T
+                if k >= len(p_base):  # a full ranking: equal scores (duplicate codes) by id, as ADC ranks them
+                    yield torch.sort(scores, dim=1, descending=True, stable=True).indices.numpy()
+                else:
+                    yield torch.topk(scores, k=k, dim=1).indices.numpy()
         else:
             raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
 
