@@ -158,14 +158,14 @@ def part_neighbour_loss(z: torch.Tensor, tau: float, n_neighbours: int) -> torch
     """
     n2, M, _ = z.shape
     n = n2 // 2
+    if n2 <= 2:                                                          # one image: no candidates
+        return z.new_zeros(())
     h = F.normalize(z, dim=-1).transpose(0, 1)                          # (M, 2N, ds)
     sim = h @ h.transpose(1, 2) / tau                                    # (M, 2N, 2N)
     rows = torch.arange(n2, device=z.device)
     own = torch.zeros(n2, n2, dtype=torch.bool, device=z.device)
     own[rows, rows] = True
     own[rows, (rows + n) % n2] = True                                    # itself and its other view
-    if n2 <= 2:                                                          # one image: no candidates
-        return sim.new_zeros(())
     candidates = sim[:, ~own].reshape(M, n2, n2 - 2)
     nearest = candidates.topk(min(n_neighbours, n2 - 2), dim=-1).values  # (M, 2N, N_k)
     return (torch.logsumexp(candidates, -1) - torch.logsumexp(nearest, -1)).mean()
