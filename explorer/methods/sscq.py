@@ -94,7 +94,9 @@ What L_cd does here (mean codeword perplexity of the base's hard codes, of K = 1
   training it reopens most codebooks while all stay collapsed without it — at the paper's lr
   after 100 epochs 3 and 5 of 8 collapsed against 8 and 8 (seeds 0–1; perplexity 4.78 and 4.24
   against 3.80 and 3.56); at lr 1e-3 after 50 epochs 4 and 5 against 8 and 8; at lr 2e-3 after
-  25 epochs 4, 5 and 4 against 8, 8 and 8 (seeds 0–2; the test's setting).
+  25 epochs 4, 5 and 4 against 8, 8 and 8 (seeds 0–2; the test's setting). On 5,800
+  Fashion-MNIST images (28×28, batch 256, lr 2e-3, 25 epochs, seed 0): perplexity 7.79 against
+  5.95, dead codewords 35 against 68, 0 against 4 of 8 subspaces collapsed.
 * In the released code's own geometry (raw f, squared-Euclidean soft quantization, Xavier
   codebooks, sum fusion) the picture is the same. Instance terms off: after 5 epochs 5–8 of 8
   collapsed with the paper's L_cd, 5–6 without (seeds 0–2); after 100 epochs 3 and 1 against 4
