@@ -441,7 +441,7 @@ class DPQ(DeepQuantizer):
         """Yield :meth:`search_by_lut`'s rankings (b, k) for successive blocks of ``block`` queries
         (None: all at once); the query side (codes, soft representation, class probabilities)
         and the base's class probabilities are computed once, so blocks equal one search."""
-        from ..search import sdc_search_blocks
+        from ..search import merge_topk, sdc_search_blocks
         k = check_int(k, "k", low=1)
         if lut == "symmetric":
             yield from (ids for _, ids in sdc_search_blocks(self, self.encode(queries), codes, k, block=block))
@@ -451,12 +451,10 @@ class DPQ(DeepQuantizer):
             p_query = torch.softmax(torch.from_numpy(self.soft_class_scores(queries)), 1)
             p_base = torch.softmax(torch.from_numpy(self.predict_codes(codes)), 1)
             block = len(p_query) if block is None else block
+            ids = torch.arange(len(p_base))
             for start in range(0, len(p_query), block):
-                scores = p_query[start:start + block] @ p_base.T
-                if k >= len(p_base):  # a full ranking: equal scores (duplicate codes) by id, as ADC ranks them
-                    yield torch.sort(scores, dim=1, descending=True, stable=True).indices.numpy()
-                else:
-                    yield torch.topk(scores, k=k, dim=1).indices.numpy()
+                # highest inner product first; equal scores (duplicate codes) by id, as ADC ranks them
+                yield merge_topk(None, None, -(p_query[start:start + block] @ p_base.T), ids, k)[1].numpy()
         else:
             raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
 
