@@ -210,10 +210,9 @@ def faiss_reference(kind: str, X: np.ndarray, n_subspaces: int, n_codewords: int
 
 
 def faiss_codes_distortion(index, X: np.ndarray) -> float:
-    """Mean squared reconstruction error of a trained faiss quantizer index on X (n, d)."""
-    codes = index.sa_encode(X)
-    X_hat = index.sa_decode(codes)
-    return float(((X.astype(np.float64) - X_hat) ** 2).sum(axis=1).mean())
+    """Mean squared reconstruction error of a trained faiss quantizer index on X (n, d), read in
+    batches (:func:`evaluate_faiss`)."""
+    return evaluate_faiss(index, X)["distortion"]
 
 
 # Base elements per faiss batch: 2^21 float32 (8 MB; 32,768 rows at d=64, 16,384 at d=128); the
