@@ -93,6 +93,9 @@ class Step(_Event):
         hard reconstructions, "agreement": fraction of argmax(soft) == hard code}``; else None.
     sample: an :class:`EmbeddingSample` when a subscriber asked for one this step; else None.
     elapsed: seconds since the fit started.
+    epoch: for methods trained by mini-batch epochs, the epochs completed at this step as a
+        fraction (1.5: half-way through the second epoch); None for methods whose steps are
+        iterations or stages.
     """
 
     step: int
@@ -103,6 +106,7 @@ class Step(_Event):
     soft_hard: dict | None = None
     sample: EmbeddingSample | None = None
     elapsed: float = 0.0
+    epoch: float | None = None
     kind = "step"
 
     @property
@@ -284,6 +288,7 @@ class TrainingRun:
         self._stop = stop
         self.stopped = False
         self.steps = 0
+        self.resumable = True
         self._t0 = time.perf_counter()
         periods = [int(getattr(cb, "sample_every", 0) or 0) for cb in self.callbacks]
         periods = [p for p in periods if p > 0]
@@ -312,14 +317,19 @@ class TrainingRun:
 
     def step(self, step: int, losses: dict, *, n_codewords: int, codes: np.ndarray | None = None,
              usage: np.ndarray | None = None, soft_hard: dict | None = None,
-             sample: Callable[[], EmbeddingSample] | None = None) -> bool:
+             sample: Callable[[], EmbeddingSample] | None = None, epoch: float | None = None,
+             resumable: bool = True) -> bool:
         """Report one step; return True to continue, False when a stop was requested.
 
         Give either ``codes`` (n, M) assigned this step or ``usage`` (M, K) counts. ``sample``
         is a zero-argument function building an :class:`EmbeddingSample`; it is called only
-        when a subscriber asked for samples at this step.
+        when a subscriber asked for samples at this step. ``epoch`` is the fractional epoch of
+        a mini-batch method (see :class:`Step`). ``resumable`` says whether training could be
+        continued from the state after this step (False for a step reported in the middle of
+        an epoch): a :class:`~explorer.checkpoint.Checkpointer` saves only at resumable steps.
         """
         self.steps = step
+        self.resumable = bool(resumable)
         if self.callbacks:
             if usage is None:
                 usage = usage_counts(codes, n_codewords)
@@ -333,6 +343,7 @@ class TrainingRun:
                 soft_hard=None if soft_hard is None else {k: float(v) for k, v in soft_hard.items()},
                 sample=sample() if (sample is not None and self.wants_sample(step)) else None,
                 elapsed=self.elapsed,
+                epoch=None if epoch is None else float(epoch),
             )
             self.emit(event)
         return not self.stop_requested()
