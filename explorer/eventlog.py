@@ -109,6 +109,37 @@ class EventLog:
         self.close()
 
 
+class EventLogDir:
+    """Callback writing each run it sees to its own :class:`EventLog` in ``directory`` (a sweep's
+    runs, or a dashboard's successive fits): ``<method>-M<M>-K<K>.jsonl``, with ``-2``, ``-3`` ...
+    when that name is taken. The folder is created if missing. ``paths`` lists the logs written."""
+
+    def __init__(self, directory: str | os.PathLike, *, sample_every: int = 0) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise InvalidParameter(f"event log folder {self.directory} is a file; name a folder (it is created if missing)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.sample_every = int(sample_every)
+        self.paths: list[Path] = []
+        self._log: EventLog | None = None
+
+    def __call__(self, event) -> None:
+        if isinstance(event, FitStarted):
+            if self._log is not None:
+                self._log.close()
+            stem = f"{event.method}-M{event.n_subspaces}-K{event.n_codewords}"
+            path, n = self.directory / f"{stem}.jsonl", 1
+            while path.exists():
+                n += 1
+                path = self.directory / f"{stem}-{n}.jsonl"
+            self._log = EventLog(path, sample_every=self.sample_every)
+            self.paths.append(path)
+        if self._log is not None:
+            self._log(event)
+            if isinstance(event, _END):
+                self._log = None
+
+
 def _check_header(path: Path) -> dict:
     with open(path, "rb") as f:
         first = f.readline(1 << 16)

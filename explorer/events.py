@@ -399,4 +399,4 @@ class TrainingRun:
             self.emit(Note(step=self.steps, topic=topic, message=message, data={k: _plain(v) for k, v in data.items()}))
 
 
-from .eventlog import EventLog, read_events  # noqa: E402  (the log format lives in its own module)
+from .eventlog import EventLog, EventLogDir, read_events  # noqa: E402  (the log format lives in its own module)
