@@ -18,8 +18,10 @@ def _binder_requirements():
 
 
 def test_binder_requirements_match_pyproject_dependencies():
+    """Binder installs the dependencies and the ``watch`` extra (notebook 09), with the same specifiers."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {Requirement(r).name: Requirement(r) for r in project["dependencies"]}
+    wanted = project["dependencies"] + project["optional-dependencies"]["watch"]
+    declared = {Requirement(r).name: Requirement(r) for r in wanted}
     binder, local = _binder_requirements()
     assert local == ["."], "binder/requirements.txt must install the project itself with a line '.'"
     assert set(binder) == set(declared)
