@@ -378,5 +378,12 @@ class Dashboard:
         return ipw.VBox([controls, *self.run.panels(), _section("Recall vs bits", self.recall.widget)],
                         _dom_classes=["pqx-dashboard"])
 
+    def snapshot(self, path=None, format: str = "png", **size):
+        """Return static pictures of every view (:class:`widgets._view.Snapshots`, ``{name: Image}``;
+        a notebook displays them one after another); ``path``: also write ``path/<name>.<format>``."""
+        from ._view import snapshot_figures
+
+        return snapshot_figures(self.figures, path, format, **size)
+
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
