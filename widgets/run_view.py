@@ -95,6 +95,13 @@ class RunView:
         """name → the view's plotly FigureWidget."""
         return {name: view.figure for name, view in self.views.items()}
 
+    def snapshot(self, path=None, format: str = "png", **size):
+        """Static pictures of every view (``{name: Image}``, displayed one after another in a
+        notebook and kept in its saved outputs); ``path``: also write ``path/<name>.<format>``."""
+        from ._view import snapshot_figures
+
+        return snapshot_figures(self.figures, path, format, **size)
+
     def replay(self, events) -> "RunView":
         """Feed recorded events (a list, or a Recorder's) and redraw; return self."""
         for event in events:
