@@ -12,6 +12,8 @@ Keys of :func:`run_benchmarks` (the ``pqx bench --json`` object), with their tar
                              :func:`~explorer.search.encode_batched` encodes a memory-mapped
                              1M×128 ``.bvecs`` file (written by the benchmark to a temporary
                              folder, deleted after), divided by the file size. ≤ 0.25.
+  monitor_overhead, dashboard_redraws_per_second, dashboard_training_slowdown
+                             see :mod:`explorer.bench_watch` (≤ 1.03, ≥ 5, ≤ 1.05).
   <method>_encode_vs_pq      for each registered method other than pq/opq: its encode
                              throughput / PQ's, both at 64 bits on digits vectors (higher is faster).
 
@@ -49,6 +51,9 @@ TARGETS = {
     "pq_encode_vs_faiss": (">=", 0.5),
     "hook_overhead": ("<=", 1.10),
     "mmap_encode_memory_vs_file": ("<=", 0.25),
+    "monitor_overhead": ("<=", 1.03),
+    "dashboard_redraws_per_second": (">=", 5.0),
+    "dashboard_training_slowdown": ("<=", 1.05),
 }
 CLASSIC = ("pq", "opq")
 
@@ -245,7 +250,15 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
     say("memory of encoding a memory-mapped .bvecs file ...")
     details["mmap_encode_memory"] = mmap_encode_memory(n=50_000 if quick else 1_000_000,
                                                        n_train=2_000 if quick else 20_000)
+    from .bench_watch import dashboard_figures, monitor_overhead
+    say("CodebookMonitor in a VQ autoencoder's loop ...")
+    details["monitor_overhead"] = monitor_overhead(steps=20 if quick else 60, repeats=2 if quick else 7)
+    say("dashboard views beside a long fit (subprocess) ...")
+    details["dashboard"] = dashboard_figures(quick=quick)
     result = {
+        "monitor_overhead": details["monitor_overhead"]["ratio"],
+        "dashboard_redraws_per_second": details["dashboard"].get("redraws_per_second"),
+        "dashboard_training_slowdown": details["dashboard"].get("training_slowdown"),
         "pq_fit_vs_faiss": details["pq_vs_faiss"]["fit_ratio"],
         "pq_encode_vs_faiss": details["pq_vs_faiss"]["encode_ratio"],
         "hook_overhead": details["hook_overhead"]["ratio"],

@@ -91,21 +91,38 @@ def usage_counts(codes, n_codewords: int, *, ignore_index: int | None = None, na
 
 
 def _usage_counts_torch(codes, K: int, ignore_index, name: str) -> np.ndarray:
+    return usage_counts_on_device(codes, K, ignore_index=ignore_index, name=name).reshape(-1, K).cpu().numpy()
+
+
+_OFFSETS: dict = {}
+
+
+def usage_counts_on_device(codes, n_codewords: int, *, ignore_index: int | None = None, name: str = "codes"):
+    """:func:`usage_counts` of a torch tensor ``codes`` (n, M), left on its device as a flat (M·K,)
+    int64 tensor (a caller summing several batches moves the counts to the CPU once).
+
+    One pass over the codes: ignored entries go to an extra bin that is dropped; the range check
+    is one ``aminmax`` and a single two-number transfer."""
     import torch
     codes = codes.detach()
-    n_sub = int(codes.shape[1])
-    flat = codes.long() + torch.arange(n_sub, device=codes.device, dtype=torch.long)[None, :] * K
+    n_sub, K = int(codes.shape[1]), int(n_codewords)
+    c = codes.long()
+    keep = None
     if ignore_index is not None:
-        keep = codes != ignore_index
-        valid, flat = codes[keep], flat[keep]
-    else:
-        valid = codes
-    if valid.numel():
-        lo, hi = int(valid.min()), int(valid.max())  # one small sync: codes stay on their device
+        keep = c != ignore_index
+        c = c.masked_fill(~keep, 0)
+    if c.numel():
+        lo, hi = torch.stack(torch.aminmax(c)).tolist()
         if lo < 0 or hi >= K:
             _out_of_range(lo if lo < 0 else hi, K, ignore_index, name)
-    counts = torch.bincount(flat.reshape(-1), minlength=n_sub * K)
-    return counts.reshape(n_sub, K).cpu().numpy().astype(np.int64)
+    key = (c.device, n_sub, K)
+    offsets = _OFFSETS.get(key)
+    if offsets is None:
+        offsets = _OFFSETS[key] = torch.arange(n_sub, device=c.device, dtype=torch.long)[None, :] * K
+    flat = c + offsets
+    if keep is not None:
+        flat = flat.masked_fill(~keep, n_sub * K)
+    return torch.bincount(flat.reshape(-1), minlength=n_sub * K + 1)[: n_sub * K]
 
 
 def _out_of_range(value: int, K: int, ignore_index, name: str):

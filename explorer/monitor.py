@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .diagnostics import code_matrix, detect_collapse, usage_counts
+from .diagnostics import code_matrix, detect_collapse, usage_counts, usage_counts_on_device
 from .errors import InvalidParameter, InvalidType
 from .events import STOP, EmbeddingSample, FitFinished, FitStarted, TrainingRun
 from .validation import check_int
@@ -45,6 +45,13 @@ def _default_codes(output):
         return output
     raise InvalidType("hook: cannot find the codes in the module's output "
                       f"({type(output).__name__}); pass codes=lambda output: <the integer indices>")
+
+
+def _finite(name, value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidParameter(f"losses[{name!r}] is {value}: training diverged (or the loss is masked out); "
+                               "pass only finite losses, e.g. skip the batch or lower the learning rate")
+    return value
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -90,6 +97,7 @@ class CodebookMonitor:
             self._run.sample_every = min(p for p in (self._run.sample_every, self.sample_every) if p > 0)
         self._started = False
         self._pending = np.zeros((self.n_subspaces, self.n_codewords), dtype=np.int64)
+        self._pending_device = None  # torch counts of this step's tensor batches, on their device
         self._pending_updates = 0
         self._losses: dict[str, list[float]] = {}
         self._soft: list[tuple[float, int, int, int]] = []  # (gap sum, vectors, agreements, entries) per update
@@ -114,13 +122,16 @@ class CodebookMonitor:
         if self.closed:
             raise InvalidParameter("update() after close(): make a new CodebookMonitor for a new run")
         flat = code_matrix(codes, self.n_subspaces, "codes")
-        counts = usage_counts(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
+        if hasattr(flat, "detach"):  # a tensor: counted on its device, summed there until the step
+            counts = usage_counts_on_device(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
+            self._pending_device = counts if self._pending_device is None else self._pending_device + counts
+        else:
+            self._pending += usage_counts(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
         batch_losses = self._check_losses(losses)
         if soft is not None:
             self._soft.append(self._soft_hard(flat, soft, codebooks))
         if not self._started:
             self._start(codebooks)
-        self._pending += counts
         self._pending_updates += 1
         self.updates += 1
         for name, value in batch_losses.items():
@@ -138,14 +149,14 @@ class CodebookMonitor:
             raise InvalidType(f"losses must be a dict {{name: value}}; got {type(losses).__name__}")
         out = {}
         for name, value in losses.items():
+            if hasattr(value, "detach") and value.device.type != "cpu" and value.numel() == 1:
+                out[str(name)] = value.detach().reshape(())  # summed on its device; checked at the step
+                continue
             try:
-                v = float(value.detach().cpu().item() if hasattr(value, "detach") else value)
+                v = float(value.detach().item() if hasattr(value, "detach") else value)
             except (TypeError, ValueError, RuntimeError):
                 raise InvalidType(f"losses[{name!r}] = {value!r} is not a number; pass floats or 0-d tensors") from None
-            if not math.isfinite(v):
-                raise InvalidParameter(f"losses[{name!r}] is {v}: training diverged (or the loss is masked out); "
-                                       "pass only finite losses, e.g. skip the batch or lower the learning rate")
-            out[str(name)] = v
+            out[str(name)] = _finite(name, v)
         return out
 
     def _soft_hard(self, flat, soft, codebooks) -> tuple[float, int, int, int]:
@@ -190,7 +201,10 @@ class CodebookMonitor:
         self.steps += 1
         number = self.steps if step is None else int(step)
         usage, self._pending = self._pending, np.zeros_like(self._pending)
-        losses = {k: float(np.mean(v)) for k, v in self._losses.items()}
+        if self._pending_device is not None:  # the one transfer of this step
+            usage = usage + self._pending_device.reshape(self.n_subspaces, self.n_codewords).cpu().numpy()
+            self._pending_device = None
+        losses = {k: _finite(k, float(sum(v)) / len(v)) for k, v in self._losses.items()}
         if losses and "total" not in losses:
             losses["total"] = float(sum(losses.values()))
         soft_hard = None

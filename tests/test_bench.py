@@ -32,7 +32,8 @@ def test_quick_bench_writes_every_key_finite_and_positive(tmp_path, monkeypatch,
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    keys = ["pq_fit_vs_faiss", "pq_encode_vs_faiss", "hook_overhead", "mmap_encode_memory_vs_file"]
+    keys = ["pq_fit_vs_faiss", "pq_encode_vs_faiss", "hook_overhead", "mmap_encode_memory_vs_file",
+            "monitor_overhead", "dashboard_redraws_per_second", "dashboard_training_slowdown"]
     keys += [f"{m}_encode_vs_pq" for m in methods.available() if m != "pq"]
     for key in keys:
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key

@@ -17,6 +17,7 @@ import atexit
 import os
 import shutil
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -190,26 +191,71 @@ class View:
 
 class watch:
     """A training callback feeding ``views``: every event is observed by every view (line plots
-    keep every step), redraws go through :class:`explorer.events.Throttle` (``interval`` seconds).
+    keep every step), and the views are redrawn at most once per ``interval`` seconds.
 
     ``model.fit(X, callbacks=[watch(usage, soft_hard)])`` is the dashboard's wiring without its
     controls, for notebooks that compare runs side by side. Embedding views get their samples:
     ``sample_every`` is the smallest of the views' own ``sample_every`` (0 = none asked).
+
+    background=False: redraws run in the training thread, through
+    :class:`explorer.events.Throttle`. background=True: the training thread only observes (cheap
+    bookkeeping) and a drawing thread redraws what changed, at most once per ``interval``, so
+    training does not wait for figures to be serialised (torch and faiss release the GIL, so the
+    drawing runs beside them on another core). Either way the end of a run (``FitFinished`` /
+    ``FitFailed``) is drawn before the callback returns, so the final state is on screen when the
+    fit returns. ``redraws`` counts the drawing passes.
     """
 
-    def __init__(self, *views: View, interval: float = 0.3):
+    def __init__(self, *views: View, interval: float = 0.3, background: bool = False):
         from explorer.events import Throttle
 
         self.views = views
+        self.interval = float(interval)
+        self.background = bool(background)
+        self.redraws = 0
         self._redraw = Throttle(self._draw_all, interval=interval)
         periods = [int(getattr(v, "sample_every", 0) or 0) for v in views]
         self.sample_every = min([p for p in periods if p > 0], default=0)
+        self._dirty = threading.Event()
+        self._running = False
+        self._drawer: threading.Thread | None = None
+        self._draw_lock = threading.Lock()
 
-    def _draw_all(self, event) -> None:
-        for view in self.views:
-            view.redraw()
+    def _draw_all(self, event=None) -> None:
+        with self._draw_lock:
+            self.redraws += 1
+            for view in self.views:
+                view.redraw()
 
     def __call__(self, event) -> None:
         for view in self.views:
             view.observe(event)
-        self._redraw(event)
+        if not self.background:
+            self._redraw(event)
+            return
+        if isinstance(event, (FitFinished, FitFailed)):
+            self._stop_drawer()
+            self._draw_all()  # the final state, drawn before the fit returns
+            return
+        self._dirty.set()
+        if self._drawer is None or not self._drawer.is_alive():
+            self._running = True
+            self._drawer = threading.Thread(target=self._draw_loop, daemon=True, name="pqx-views-drawer")
+            self._drawer.start()
+
+    def _draw_loop(self) -> None:
+        while self._running:
+            if not self._dirty.wait(0.5):
+                continue
+            self._dirty.clear()
+            if not self._running:
+                return
+            self._draw_all()
+            time.sleep(self.interval)
+
+    def _stop_drawer(self) -> None:
+        self._running = False
+        self._dirty.set()
+        if self._drawer is not None and self._drawer is not threading.current_thread():
+            self._drawer.join(5)
+        self._dirty.clear()

@@ -105,7 +105,7 @@ class Dashboard:
     background_embedding: project embedding samples in a thread (False: in the training thread).
     """
 
-    def __init__(self, method: str = "pq", data: str = "digits", *, pace: float = 0.0, interval: float = 0.3,
+    def __init__(self, method: str = "pq", data: str = "digits", *, pace: float = 0.0, interval: float = 0.15,
                  sample_every: int = 5, n_queries: int = 200, seed: int = 0, embedding: str = "t-SNE",
                  background_embedding: bool = True, references: bool | dict = True, **params):
         cls = methods.get(method)

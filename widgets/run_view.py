@@ -43,11 +43,14 @@ class RunView:
         trainer (a log holds the samples its writer was asked for).
     timeout: when following, stop after this many seconds without a new event (None: until the
         run ends). poll: seconds between reads of a growing log.
+    background_redraw: draw in a thread of the views' own, so the training thread only records
+        (see :class:`widgets.watch`); False draws in the thread that delivers the events.
     """
 
     def __init__(self, source: str | os.PathLike | None = None, *, n_subspaces: int = 8, n_codewords: int = 256,
-                 interval: float = 0.3, sample_every: int = 5, embedding: str = "t-SNE",
-                 background_embedding: bool = True, timeout: float | None = None, poll: float = 0.2):
+                 interval: float = 0.15, sample_every: int = 5, embedding: str = "t-SNE",
+                 background_embedding: bool = True, timeout: float | None = None, poll: float = 0.2,
+                 background_redraw: bool = True):
         self.usage = UsageView(n_subspaces, n_codewords)
         self.collapse = CollapseView(n_subspaces)
         self.soft_hard = SoftHardView()
@@ -59,7 +62,7 @@ class RunView:
         self.status_text = "Waiting for events…"
         self.last_step: Step | None = None
         self.finished = None
-        self._watch = watch(*self.views.values(), interval=interval)
+        self._watch = watch(*self.views.values(), interval=interval, background=background_redraw)
         self.callback = self._make_callback()
         """Pass it to a :class:`~explorer.monitor.CodebookMonitor` or ``fit(..., callbacks=[view.callback])``."""
         self.source = None if source is None else os.fspath(source)

@@ -55,6 +55,7 @@ class UsageView(View):
             self.figure.layout = grid.layout
             self.figure.add_traces(grid.data)
         self._shape = (M, K)
+        self._ids_ordered = False
 
     def on_started(self, event: FitStarted) -> None:
         self.usage = None
@@ -78,14 +79,18 @@ class UsageView(View):
         M, K = self.usage.shape
         if self._shape != (M, K):
             self._build(M, K)
+        ordered = bool(self.sorted.value)
         for m in range(M):
             heights, ids = self.bars(m)
             dead = np.flatnonzero(heights == 0)
-            self.figure.data[2 * m].y = heights.tolist()
-            self.figure.data[2 * m].customdata = ids.tolist()
-            self.figure.data[2 * m + 1].x = dead.tolist()
+            # numpy arrays, not lists: plotly validates and serialises them without a per-element loop
+            self.figure.data[2 * m].y = heights
+            if ordered or self._ids_ordered:  # unsorted ids are 0..K-1 as built: resent only when they change
+                self.figure.data[2 * m].customdata = ids
+            self.figure.data[2 * m + 1].x = dead
             self.figure.data[2 * m + 1].y = [0] * len(dead)
             self.figure.layout.annotations[m].text = f"subspace {m} · {len(dead)} dead"
+        self._ids_ordered = ordered
         self.figure.layout.title.text = f"Codeword usage per subspace at step {self.step} (✕ = dead codeword)"
 
     @property

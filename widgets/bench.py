@@ -1,0 +1,57 @@
+"""The dashboard's benchmark, run by ``pqx bench`` in a subprocess (``python -m widgets.bench``)
+so that the library never imports a UI package: a long PQ fit with a RunView's views attached
+(what the dashboard draws) against the same fit with no views.
+
+Printed as one JSON object:
+  redraws_per_second   drawing passes of the views (every view redrawn once per pass) per
+                       second of that fit;
+  training_slowdown    fit time with the views / the same fit observed by a Recorder alone
+                       (medians of interleaved repeats). Both fits are observed, so both pay
+                       for what any observed fit pays (events, the final distortion in
+                       ``FitFinished``; ``hook_overhead`` measures that against no callback at
+                       all): the ratio is what the views add.
+No browser is attached: each redraw builds and serialises the widget messages as in a kernel,
+their delivery to a front end is not timed.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def dashboard_bench(quick: bool = False, repeats: int = 3) -> dict:
+    from explorer import methods
+    from explorer.data import make_synthetic
+    from explorer.events import Recorder
+
+    from .run_view import RunView
+
+    n, iters = (4_000, 8) if quick else (40_000, 30)
+    X = make_synthetic(n=n, d=64, n_clusters=50, random_state=0).base
+
+    def fit(callbacks) -> float:
+        q = methods.create("pq", n_subspaces=8, n_codewords=256, n_iter=iters, random_state=0)
+        t0 = time.perf_counter()
+        q.fit(X, callbacks=callbacks)
+        return time.perf_counter() - t0
+
+    fit([Recorder()])  # warm-up: torch's first kernels, page faults
+    plain, viewed, rates = [], [], []
+    for _ in range(1 if quick else repeats):
+        plain.append(fit([Recorder()]))
+        view = RunView(n_subspaces=8, n_codewords=256)
+        seconds = fit([view.callback])
+        viewed.append(seconds)
+        rates.append(view._watch.redraws / seconds)
+    return {"redraws_per_second": statistics.median(rates),
+            "training_slowdown": statistics.median(viewed) / statistics.median(plain),
+            "with_views_s": statistics.median(viewed), "with_recorder_s": statistics.median(plain),
+            "fit": f"PQ M=8 K=256, {iters} iterations on {n}x64", "interval_s": view._watch.interval}
+
+
+if __name__ == "__main__":
+    print(json.dumps(dashboard_bench(quick="--quick" in sys.argv)))
