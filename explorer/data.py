@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_open
 from .errors import DataFileError, InvalidParameter
 from .validation import check_int, check_labels, check_vectors
 
@@ -211,8 +211,8 @@ def read_npy(path) -> np.ndarray:
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: no half-written file is left."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    with atomic_open(path, "wb") as fh:
+        fh.write(payload)
 
 
 def read_vectors(path) -> np.ndarray:
