@@ -110,7 +110,7 @@ def test_checkpoint_file_is_replaced_atomically_and_unreadable_ones_are_refused(
     assert os.listdir(tmp_path) == [FILENAME]  # no temporary files left behind
     raw = (tmp_path / FILENAME).read_bytes()
     (tmp_path / FILENAME).write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataFileError, match="not a readable PQ Explorer checkpoint"):
+    with pytest.raises(DataFileError, match="checkpoint.pt: checkpoint is corrupt .its sha256 does not match"):
         load_checkpoint(tmp_path)
     with pytest.raises(DataFileError, match="no checkpoint.pt there"):
         load_checkpoint(tmp_path / "missing")
@@ -150,3 +150,27 @@ def test_a_model_stopped_from_outside_can_be_saved_later_and_resumed(X):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(q)).encode(X), q.encode(X))
     resumed = methods.create("pq", **SETTINGS["pq"]).fit(X, resume=q.state_dict())
     np.testing.assert_array_equal(resumed.encode(X), reference.encode(X))
+
+
+@pytest.mark.parametrize("where", ["payload start", "middle", "last byte", "digest"])
+def test_a_flipped_byte_anywhere_is_refused_naming_the_file(X, tmp_path, where):
+    """The sha256 in the header covers the whole payload: one flipped bit in an array (which
+    torch would load silently, giving wrong codes) or in the digest itself is refused."""
+    from explorer.checkpoint import HEADER_LEN
+    q = methods.create("pq", **SETTINGS["pq"]).fit(X)
+    path = save_checkpoint(tmp_path, q.state_dict())
+    raw = bytearray(path.read_bytes())
+    at = {"payload start": HEADER_LEN, "middle": (HEADER_LEN + len(raw)) // 2, "last byte": len(raw) - 1,
+          "digest": HEADER_LEN - 10}[where]
+    raw[at] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError, match=f"{path}: checkpoint is corrupt"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_without_the_checksum_header_is_refused(X, tmp_path):
+    import torch
+    from explorer.checkpoint import _to_storable
+    torch.save(_to_storable(methods.create("pq", **SETTINGS["pq"]).fit(X).state_dict()), tmp_path / FILENAME)
+    with pytest.raises(DataFileError, match="no PQXCKPT1 checksum header"):
+        load_checkpoint(tmp_path)
