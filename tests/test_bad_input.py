@@ -230,11 +230,14 @@ def test_labels_and_queries_files_that_do_not_fit(tmp_path):
 def files(tmp_path):
     X = data.make_synthetic(n=300, d=16, random_state=0).base
     paths = {"ok": tmp_path / "ok.npy", "nan": tmp_path / "nan.npy", "empty": tmp_path / "empty.npy",
-             "trunc": tmp_path / "t.fvecs", "labels": tmp_path / "labels.npy"}
+             "trunc": tmp_path / "t.fvecs", "labels": tmp_path / "labels.npy", "nanq": tmp_path / "nanq.npy",
+             "dir": tmp_path / "a-folder"}
     np.save(paths["ok"], X)
     Xn = X.copy()
-    Xn[5, 5] = np.nan
+    Xn[5, 5] = np.nan  # the 200 queries held out of 300 rows surely take some of rows 0-4
     np.save(paths["nan"], Xn)
+    np.save(paths["nanq"], np.where(np.arange(16) == 1, np.inf, X[:4]))  # inf in every query row, column 1
+    paths["dir"].mkdir()
     np.save(paths["empty"], np.zeros((0, 16), np.float32))
     _truncate(_vecs(paths["trunc"], X), 10)
     np.save(paths["labels"], np.zeros(299, np.int64))
@@ -260,7 +263,17 @@ CLI_CASES = {
     "K > 65536": (["-K", "70000"], "K ≤ 65536"),
     "zero iterations": (["--iters", "0"], "n_iter=0 is out of range"),
     "too many queries": (["--n-queries", "5000"], "n_queries=5000 is out of range"),
-    "NaN in data file": (["--data", "{nan}"], "contains NaN or inf"),
+    "NaN in data file": (["--data", "{nan}"], "--data {nan} contains NaN or inf (first at row 5, column 5)"),
+    "inf in queries file": (["--data", "{ok}", "--queries", "{nanq}"],
+                            "--queries {nanq} contains NaN or inf (first at row 0, column 1)"),
+    "negative seed": (["--seed", "-1"], "--seed=-1 is out of range; it must be in [0, 2147483647]"),
+    "seed beyond 32 bits": (["--seed", str(2**70)], f"--seed={2**70} is out of range"),
+    "--json in a missing folder": (["--json", "{dir}/nope/r.json"],
+                                   "--json {dir}/nope/r.json: folder {dir}/nope does not exist; create the folder"),
+    "--json naming a folder": (["--json", "{dir}"], "--json {dir}: is a folder, not a file"),
+    "--checkpoint naming a file": (["--checkpoint", "{ok}"], "--checkpoint {ok}: is a file, not a folder"),
+    "--checkpoint below a file": (["--checkpoint", "{ok}/ck"], "--checkpoint {ok}/ck: cannot be created because"),
+    "--checkpoint unwritable": (["--checkpoint", "/proc/pqx-ck"], "--checkpoint /proc/pqx-ck: cannot write in /proc"),
     "empty data file": (["--data", "{empty}"], "holds no vectors"),
     "truncated file": (["--data", "{trunc}"], "truncated"),
     "missing file": (["--data", "/no/such/file.fvecs"], "no such file"),
@@ -281,6 +294,7 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_output(tmp_path, files, caps
     argv, fragment = CLI_CASES[case]
     out = tmp_path / "report.json"
     argv = [a.format(ck=tmp_path / "ck", **files) for a in argv]
+    fragment = fragment.format(**files)
     # the case's flags come last, so they override these small defaults
     code = run_cli(["train", "-K", "16", "--iters", "2", "--quiet", "--json", str(out), *argv])
     err = capsys.readouterr().err
@@ -314,3 +328,135 @@ def test_cli_absent_accelerator_falls_back_to_cpu_with_one_line(tmp_path, capsys
     assert out.exists()
     with raises(InvalidParameter, f"device={device!r} but torch sees no", "use device='cpu' or 'auto'"):
         methods.create("pq", n_subspaces=2, n_codewords=4, device=device).fit(np.arange(80, dtype=np.float32).reshape(40, 2))  # library: no silent fallback
+
+
+# --------------------------------------------------------------------------- output paths, before any work
+# command: (argv with {dir} an existing folder and {file} an existing file, message fragment)
+OUTPUT_CASES = {
+    "sweep --json in a missing folder": (["sweep", "--json", "{dir}/nope/rows.json"], "--json {dir}/nope/rows.json: folder"),
+    "sweep --csv naming a folder": (["sweep", "--csv", "{dir}"], "--csv {dir}: is a folder, not a file"),
+    "sweep --csv in a missing folder": (["sweep", "--csv", "{dir}/nope/rows.csv"], "folder {dir}/nope does not exist"),
+    "export --index in a missing folder": (["export", "--index", "{dir}/nope/x.faissindex"],
+                                           "--index {dir}/nope/x.faissindex: folder {dir}/nope does not exist"),
+    "export --index below a file": (["export", "--index", "{file}/x.faissindex"], "folder {file} is a file"),
+    "export --ivf out of range": (["export", "-K", "16", "--ivf", "5000", "--train-size", "500", "--index", "{dir}/x"],
+                                  "--ivf NLIST=5000 is out of range; it must be in [1, 500]"),
+    "bench --json in a missing folder": (["bench", "--quick", "--json", "{dir}/nope/b.json"], "--json {dir}/nope/b.json: folder"),
+    "train --json in a missing folder": (["train", "--json", "{dir}/nope/r.json"], "does not exist"),
+    "train --checkpoint naming a file": (["train", "--checkpoint", "{file}"], "--checkpoint {file}: is a file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch, case):
+    """Each command refuses an output it could not write before it loads data or trains
+    (before: a traceback and exit 1 after the whole training, the work lost)."""
+    from explorer.commands import bench as bench_command
+    from explorer.methods.base import Quantizer
+    from explorer.methods.pq import PQ
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the command started its work before checking its outputs")
+    loaded = []
+    real_load = data.load
+    monkeypatch.setattr(data, "load", lambda *a, **k: loaded.append(a) or real_load(*a, **k))
+    for cls in (Quantizer, PQ):
+        monkeypatch.setattr(cls, "fit", no_work)
+    monkeypatch.setattr(bench_command, "run_benchmarks", no_work)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("")
+    argv, fragment = OUTPUT_CASES[case]
+    fmt = dict(dir=tmp_path / "d", file=tmp_path / "f")
+    code = run_cli([a.format(**fmt) for a in argv] + (["--quiet"] if argv[0] != "bench" else []))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and fragment.format(**fmt) in err, err
+    if "--ivf" not in case:
+        assert not loaded  # not even the data was read
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["d", "f"]
+
+
+# --------------------------------------------------------------------------- seeds
+@pytest.mark.parametrize("seed,exc,fragment", [
+    (-1, InvalidParameter, "random_state=-1 is out of range; it must be in [0, 2147483647]"),
+    (2**70, InvalidParameter, f"random_state={2**70} is out of range"),
+    (1.5, InvalidType, "random_state must be an integer seed in [0, 2147483647]; got 1.5 (float)"),
+    ("0", InvalidType, "random_state must be an integer seed"),
+    (np.random.default_rng(0), InvalidType, "a numpy Generator or RandomState cannot seed torch and faiss too"),
+])
+def test_a_bad_random_state_is_refused_before_training(X, seed, exc, fragment):
+    with raises(exc, fragment):
+        methods.create("pq", n_subspaces=4, n_codewords=16, random_state=seed).fit(X)
+
+
+def test_the_largest_seed_works(X):
+    methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=1, random_state=2**31 - 1).fit(X)
+
+
+# --------------------------------------------------------------------------- degenerate data: a warning
+def test_fewer_distinct_vectors_than_K_warns_on_stderr_and_in_the_report(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.standard_normal((10, 16)).astype(np.float32), 40, axis=0)  # 400 rows, 10 distinct
+    np.save(tmp_path / "dup.npy", X)
+    out = tmp_path / "r.json"
+    assert run_cli(["train", "--data", str(tmp_path / "dup.npy"), "-M", "4", "-K", "16", "--iters", "2",
+                    "--n-queries", "20", "--quiet", "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    line = ("pqx train: warning: the 380 training vectors hold only 10 distinct ones, fewer than K=16 codewords: "
+            "at most 10 codewords per subspace can be used and the rest stay dead; use -K 10 or less")
+    assert err.startswith(line) and err.count("\n") == 1, err
+    report = __import__("json").loads(out.read_text())
+    assert len(report["warnings"]) == 1 and report["warnings"][0] in err
+    # and none where the data are varied enough
+    assert run_cli(["train", "-K", "16", "--iters", "2", "--quiet", "--json", str(out)]) == 0
+    assert capsys.readouterr().err == "" and __import__("json").loads(out.read_text())["warnings"] == []
+
+
+def test_count_distinct_rows_reads_a_memory_map_in_batches(tmp_path):
+    from explorer.validation import count_distinct_rows
+    X = np.tile(np.eye(7, dtype=np.float32), (5, 1))
+    np.save(tmp_path / "x.npy", X)
+    assert count_distinct_rows(np.load(tmp_path / "x.npy", mmap_mode="r"), batch_size=3) == 7
+    assert count_distinct_rows(X[:0]) == 0
+
+
+# --------------------------------------------------------------------------- reports are strict JSON
+def test_reports_never_hold_bare_nan(tmp_path):
+    import json
+
+    from explorer.report import write_json_atomic
+    payload = {"a": float("nan"), "b": np.float32("inf"), "c": np.array([1.0, np.nan]), "d": [(-np.inf, 2)],
+               "e": np.int64(3), 4: "key made a string"}
+    write_json_atomic(tmp_path / "r.json", payload)
+    text = (tmp_path / "r.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the report")
+    assert json.loads(text, parse_constant=refuse) == {"a": None, "b": None, "c": [1.0, None], "d": [[None, 2]], "e": 3,
+                                                       "4": "key made a string"}
+
+
+def test_every_json_output_goes_through_the_one_strict_writer():
+    """No command writes JSON another way (json.dump/dumps), so none can write a bare NaN."""
+    import inspect
+
+    from explorer import commands, report
+    from explorer.commands import bench, export, sweep, train
+    for module in (bench, export, sweep, train, commands):
+        assert "json.dump" not in inspect.getsource(module), module.__name__
+    assert "allow_nan=False" in inspect.getsource(report.write_json_atomic)
+
+
+# --------------------------------------------------------------------------- sweep CSV: no formula injection
+def test_sweep_csv_escapes_cells_a_spreadsheet_would_run(tmp_path, capsys):
+    import csv as csv_module
+
+    from explorer.commands.sweep import csv_cell
+    np.save(tmp_path / "=2+5.npy", data.make_synthetic(n=300, d=16, random_state=0).base)
+    out = tmp_path / "rows.csv"
+    assert run_cli(["sweep", "--data", str(tmp_path / "=2+5.npy"), "--methods", "pq", "--bits", "16",
+                    "--references", "none", "--iters", "2", "--n-queries", "20", "--quiet", "--csv", str(out)]) == 0
+    (row,) = list(csv_module.DictReader(out.open()))
+    assert row["dataset"] == "'=2+5" and row["method"] == "pq" and float(row["distortion"]) > 0
+    for text in ("=1+1", "+1", "-2", "@SUM(A1)", "\t=1", "\r=1"):
+        assert csv_cell(text) == "'" + text
+    assert csv_cell(-1.5) == -1.5 and csv_cell(None) == "" and csv_cell("digits") == "digits"
