@@ -22,6 +22,34 @@ from explorer.methods.pq import PQ
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The signal rows of the bad-input catalogue (docs/reliability.md): case: (input, exit code, message
+# on stderr). Each test below asserts its row.
+SIGNAL_CASES = {
+    "SIGINT during training": ("pqx train … (Ctrl-C)", 130,
+                               "pqx train: interrupted by Ctrl-C (SIGINT) after step N; reporting the model trained so far"),
+    "SIGTERM during training": ("pqx train … (kill -TERM)", 143,
+                                "pqx train: interrupted by SIGTERM after step N; reporting the model trained so far"),
+    "SIGHUP during training": ("pqx train … (terminal closed)", 129,
+                               "pqx train: interrupted by SIGHUP after step N; reporting the model trained so far"),
+    "signal after the last step": ("pqx train … (Ctrl-C during evaluation or report write)", "128+n",
+                                   "after the last training step; finishing the evaluation and the report so the "
+                                   "trained result is kept (a second signal aborts)"),
+    "second signal": ("pqx train … (Ctrl-C twice)", "128+n",
+                      "no report written (the checkpoint holds the last step saved)"),
+    "signal during a sweep": ("pqx sweep … (kill -TERM)", 143,
+                              "pqx sweep: interrupted by SIGTERM; writing the N row(s) finished so far"),
+    "signal during an export's training": ("pqx export … (kill -HUP)", 129,
+                                           "pqx export: interrupted by SIGHUP while training; no index written"),
+    "signal while an export adds the base": ("pqx export … (kill -HUP)", 129,
+                                             "pqx export: interrupted by SIGHUP while adding the base; no index written"),
+}
+
+
+def expected(case: str, n) -> tuple[int, str]:
+    """(exit code, message) of ``case`` with N (step or row count) filled in."""
+    _, code, message = SIGNAL_CASES[case]
+    return code, message.replace(" N", f" {n}")
+
 
 def read_until(proc, needle: bytes, limit_s: float = 120.0) -> bytes:
     """Bytes of proc.stderr up to and including the first ``needle`` (the progress bar has no newlines)."""
@@ -57,12 +85,13 @@ def test_a_stop_signal_ends_training_writes_an_interrupted_report_and_exits_128_
             proc.kill()
     err = err.decode()
     name = signal.Signals(sig).name
-    assert proc.returncode == 128 + sig, err
-    assert "Traceback" not in err and f"interrupted by {'Ctrl-C (SIGINT)' if name == 'SIGINT' else name} after step" in err
-    assert b"Product quantization on synthetic" in out  # the summary of the partial model
     data = json.loads(report.read_text())
-    assert data["interrupted"] is True and data["signal"] == name
     last = data["history"][-1]["step"]
+    code, message = expected(f"{name} during training", last)
+    assert proc.returncode == code == 128 + sig, err
+    assert "Traceback" not in err and message in err, err
+    assert b"Product quantization on synthetic" in out  # the summary of the partial model
+    assert data["interrupted"] is True and data["signal"] == name
     assert 1 <= last < iters
     assert [h["step"] for h in data["history"]] == list(range(1, last + 1))[-len(data["history"]):]
     assert load_checkpoint(ckpt)["step"] == last  # the checkpoint was saved at the step training stopped
@@ -96,7 +125,7 @@ def test_a_signal_after_the_last_step_keeps_the_whole_trained_result(tmp_path, m
     out = tmp_path / "r.json"
     assert cli.main(TRAIN + ["--json", str(out), "--checkpoint", str(tmp_path / "ck")]) == 128 + sig
     err = capsys.readouterr().err
-    assert "after the last training step; finishing the evaluation and the report" in err, err
+    assert expected("signal after the last step", 0)[1] in err, err
     data = json.loads(out.read_text())
     # a signal during the write came after the report was made: it cannot name it, the exit code does
     assert data["interrupted"] is False and data["signal"] == (signal.Signals(sig).name if stage == "build_report" else None)
@@ -111,7 +140,7 @@ def test_a_second_signal_aborts_with_one_line_and_no_report(tmp_path, monkeypatc
     assert cli.main(TRAIN + ["--json", str(out), "--checkpoint", str(tmp_path / "ck")]) == 128 + sig
     err = capsys.readouterr().err
     assert f"aborted by a second {signal.Signals(sig).name if sig != signal.SIGINT else 'Ctrl-C (SIGINT)'}; " \
-           "no report written (the checkpoint holds the last step saved)" in err
+           + expected("second signal", 0)[1] in err
     assert "Traceback" not in err and not out.exists() and not list(tmp_path.glob(".r.json*"))
     assert load_checkpoint(tmp_path / "ck")["step"] == 3  # the trained model is kept in the checkpoint
 
@@ -136,8 +165,9 @@ def signal_at_step(monkeypatch):
 def test_sighup_in_process_stops_train_like_the_others(tmp_path, signal_at_step, capsys):
     signal_at_step(signal.SIGHUP)
     out = tmp_path / "r.json"
-    assert cli.main(["train", "--method", "pq", "-K", "16", "--iters", "50", "--quiet", "--json", str(out)]) == 129
-    assert "interrupted by SIGHUP after step 2" in capsys.readouterr().err
+    code, message = expected("SIGHUP during training", 2)
+    assert cli.main(["train", "--method", "pq", "-K", "16", "--iters", "50", "--quiet", "--json", str(out)]) == code
+    assert message in capsys.readouterr().err
     data = json.loads(out.read_text())
     assert data["interrupted"] is True and data["signal"] == "SIGHUP" and data["history"][-1]["step"] == 2
 
@@ -147,8 +177,7 @@ def test_a_signal_during_a_sweep_writes_the_rows_so_far(tmp_path, signal_at_step
     js, cs = tmp_path / "rows.json", tmp_path / "rows.csv"
     code = cli.main(["sweep", "--methods", "pq,opq", "--bits", "16,32", "--references", "pq", "--iters", "6",
                      "--quiet", "--json", str(js), "--csv", str(cs)])
-    assert code == 128 + signal.SIGTERM
-    assert "pqx sweep: interrupted by SIGTERM; writing the 1 row(s) finished so far" in capsys.readouterr().err
+    assert (code, capsys.readouterr().err.strip()) == expected("signal during a sweep", 1)
     rows = json.loads(js.read_text())
     assert len(rows) == 1 and rows[0]["method"] == "pq" and rows[0]["stopped"] is True
     assert len(cs.read_text().splitlines()) == 2  # header and the one row
@@ -170,7 +199,6 @@ def test_a_signal_during_an_export_writes_no_index(tmp_path, signal_at_step, mon
         monkeypatch.setattr(export_command, "add_in_batches", add_with_signal)
     out = tmp_path / "x.faissindex"
     code = cli.main(["export", "--quiet", "-M", "8", "-K", "16", "--iters", "5", "--add-batch", "200", "--index", str(out)])
-    assert code == 128 + signal.SIGHUP
-    err = capsys.readouterr().err
-    assert err.strip() == f"pqx export: interrupted by SIGHUP while {when}; no index written", err
+    case = "signal during an export's training" if when == "training" else "signal while an export adds the base"
+    assert (code, capsys.readouterr().err.strip()) == expected(case, 0)
     assert not out.exists() and not list(tmp_path.iterdir())
