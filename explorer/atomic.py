@@ -122,27 +122,33 @@ def _commit(fd: int, tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield the path of a new empty temporary file beside ``path`` for a writer that takes a
-    file name (``faiss.write_index``); on success it is fsync-ed and renamed onto ``path``, on
-    error deleted. See the module docstring for the steps; prefer :func:`atomic_open` for
-    writers that take a file object."""
+def _atomic(path: str | os.PathLike, mode: str, **kwargs) -> Iterator[tuple[IO, Path]]:
+    """(file object, temporary path) of a new temporary file beside ``path``; committed onto
+    ``path`` (flush, fsync, rename, folder fsync) when the block ends, deleted on error."""
     path = Path(path)
     remove_stale_temps(path)
     fd, tmp = _create_temp(path)
     try:
-        yield tmp
-        # the writer wrote through its own handle: fsync what it left under the name we created
-        os.close(fd)
-        fd = -1
-        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, mode, closefd=False, **kwargs) as fh:
+            yield fh, tmp
+            fh.flush()
         fd, ours = -1, fd
-        _commit(ours, tmp, path)
+        _commit(ours, tmp, path)  # fsync through our fd reaches what a writer wrote by name: one inode
     finally:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield the path of a new empty temporary file beside ``path`` for a writer that takes a
+    file name and writes it in place (``faiss.write_index``); on success it is fsync-ed and
+    renamed onto ``path``, on error deleted. See the module docstring for the steps; prefer
+    :func:`atomic_open` for writers that take a file object."""
+    with _atomic(path, "wb") as (_, tmp):
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -152,17 +158,5 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     renamed onto ``path``, on error deleted (see the module docstring)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode={mode!r}; use 'w' or 'wb'")
-    path = Path(path)
-    remove_stale_temps(path)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, mode, closefd=False, **kwargs) as fh:
-            yield fh
-            fh.flush()
-        fd, ours = -1, fd
-        _commit(ours, tmp, path)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with _atomic(path, mode, **kwargs) as (fh, _):
+        yield fh

@@ -122,6 +122,16 @@ class SignalAbort(KeyboardInterrupt):
         self.signum = signum
 
 
+def run_until_aborted(run, args, prog: str, lost: str) -> int:
+    """``run(args)``; when a second stop signal aborts it (:class:`SignalAbort`), one line on
+    stderr ("PROG: aborted by a second SIGTERM; LOST") and exit code 128 + the signal number."""
+    try:
+        return run(args)
+    except SignalAbort as exc:
+        sys.stderr.write(f"\n{prog}: aborted by a second {signal_name(exc.signum)}; {lost}\n")
+        return 128 + int(exc.signum)
+
+
 class StopOnSignals:
     """Context manager: while active, the first SIGINT, SIGTERM or SIGHUP sets ``stop`` (training
     ends after its current step) and is remembered in ``signum``; a second one raises

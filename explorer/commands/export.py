@@ -17,7 +17,7 @@ from .. import data
 from ..data import training_sample
 from ..export import add_in_batches, empty_index, train_index_model, write_index_atomic
 from ..validation import check_output_path
-from ._common import SignalAbort, StopOnSignals, add_method_arguments, fall_back_device, method_params, signal_name
+from ._common import StopOnSignals, add_method_arguments, fall_back_device, method_params, run_until_aborted
 
 HELP = "train on a sample and write a faiss index (IndexPQ, OPQ pre-transform or IVF-PQ) holding the whole base"
 
@@ -35,11 +35,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except SignalAbort as exc:
-        sys.stderr.write(f"\npqx export: aborted by a second {signal_name(exc.signum)}; no index written\n")
-        return 128 + int(exc.signum)
+    return run_until_aborted(_run, args, "pqx export", "no index written")
 
 
 def _run(args) -> int:

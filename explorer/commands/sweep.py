@@ -12,7 +12,7 @@ from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
 from ..validation import check_output_path
-from ._common import SignalAbort, StopOnSignals, add_data_arguments, fall_back_device, load_dataset, signal_name
+from ._common import StopOnSignals, add_data_arguments, fall_back_device, load_dataset, run_until_aborted
 
 HELP = "train a grid of methods × code lengths and compare recall with faiss PQ, OPQ, RQ and LSQ"
 # SIGINT, SIGTERM or SIGHUP: the current fit stops at its next step, the sweep before its next
@@ -94,11 +94,7 @@ def write_csv_atomic(path, rows: list[dict]) -> None:
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except SignalAbort as exc:
-        sys.stderr.write(f"\npqx sweep: aborted by a second {signal_name(exc.signum)}; no rows written\n")
-        return 128 + int(exc.signum)
+    return run_until_aborted(_run, args, "pqx sweep", "no rows written")
 
 
 def _run(args) -> int:

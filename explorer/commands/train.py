@@ -30,8 +30,8 @@ from ..checkpoint import Checkpointer, load_checkpoint
 from ..events import Recorder
 from ..report import build_report, write_json_atomic
 from ..validation import check_output_path, count_distinct_rows
-from ._common import (ProgressBar, SignalAbort, StopOnSignals, add_data_arguments, add_method_arguments,
-                      fall_back_device, load_dataset, method_params, signal_name)
+from ._common import (ProgressBar, StopOnSignals, add_data_arguments, add_method_arguments, fall_back_device,
+                      load_dataset, method_params, run_until_aborted)
 
 HELP = "train a quantizer and report distortion, recall, mAP and codebook health"
 EXIT_INTERRUPTED = 130
@@ -53,13 +53,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    try:
-        return _run(args)
-    except SignalAbort as exc:  # a second signal: nothing more is written
-        sys.stderr.write(f"\npqx train: aborted by a second {signal_name(exc.signum)}; no report written"
-                         + (" (the checkpoint holds the last step saved)" if args.checkpoint or args.resume else "")
-                         + "\n")
-        return 128 + int(exc.signum)
+    lost = "no report written" + (" (the checkpoint holds the last step saved)" if args.checkpoint or args.resume else "")
+    try:  # a second signal: nothing more is written
+        return run_until_aborted(_run, args, "pqx train", lost)
     except KeyboardInterrupt:  # Ctrl-C before training started: nothing is written
         sys.stderr.write("\npqx train: aborted by Ctrl-C before training; no report written\n")
         return EXIT_INTERRUPTED
