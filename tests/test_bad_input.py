@@ -404,6 +404,16 @@ def test_a_bad_random_state_is_refused_before_training(X, case):
         methods.create("pq", n_subspaces=4, n_codewords=16, random_state=seed).fit(X)
 
 
+@pytest.mark.parametrize("case", ["random_state=-1", "random_state=1.5"])
+def test_a_bad_random_state_is_refused_by_the_data_split_and_sample_too(case):
+    seed, exc, fragment = SEED_CASES[case]
+    ds = data.make_synthetic(n=100, d=4, random_state=0)
+    with raises(exc, fragment):
+        data.split_queries(ds, 10, random_state=seed)
+    with raises(exc, fragment):
+        data.sample_rows(100, 10, seed)
+
+
 def test_the_largest_seed_works(X):
     methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=1, random_state=2**31 - 1).fit(X)
 
