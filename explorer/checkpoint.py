@@ -2,10 +2,13 @@
 every N steps, atomically, and load it to resume.
 
 A checkpoint directory holds one file, ``checkpoint.pt`` (the latest state), written to a
-temporary file in the same directory and renamed over the old one, so a crash or Ctrl-C while
-saving leaves the previous checkpoint intact. The file is a ``torch.save`` of plain data
-(numpy arrays stored as tensors) and is read back with ``weights_only=True``: loading a
-checkpoint never runs pickled code.
+temporary file in the same directory and renamed over the old one
+(:func:`~explorer.atomic.atomic_open`), so a crash or Ctrl-C while saving leaves the previous
+checkpoint intact. The file is one header line, ``PQXCKPT1 sha256=<64 hex digits>\n``, then a
+``torch.save`` of plain data (numpy arrays stored as tensors): the checksum covers every byte of
+that payload and is verified before it is read, so a flipped byte, a truncated copy or a file
+edited by hand is refused with the file's name instead of loading wrong numbers. The payload is
+read back with ``weights_only=True``: loading a checkpoint never runs pickled code.
 
 Usage::
 
@@ -16,18 +19,22 @@ Usage::
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_open
 from .errors import DataFileError
 from .events import FitFinished, Step
 from .validation import check_int
 
 FILENAME = "checkpoint.pt"
+MAGIC = b"PQXCKPT1 sha256="
+HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
 def _to_storable(value):
@@ -55,18 +62,37 @@ def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILENAME
-    with atomic_path(path) as tmp:
-        torch.save(_to_storable(state), tmp)
+    buf = io.BytesIO()
+    torch.save(_to_storable(state), buf)
+    payload = buf.getvalue()
+    with atomic_open(path, "wb") as fh:
+        fh.write(MAGIC + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
+        fh.write(payload)
     return path
 
 
+def _verified_payload(path: Path) -> bytes:
+    """The payload bytes of checkpoint ``path`` after its header's sha256 is checked; :class:`DataFileError` if not."""
+    raw = path.read_bytes()
+    header, payload = raw[:HEADER_LEN], raw[HEADER_LEN:]
+    if not header.startswith(MAGIC) or header[-1:] != b"\n":
+        raise DataFileError(f"{path}: not a PQ Explorer checkpoint (no PQXCKPT1 checksum header: another file, or "
+                            "one written before checkpoints carried a checksum); delete it and train again")
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != header[len(MAGIC):-1]:
+        raise DataFileError(f"{path}: checkpoint is corrupt (its sha256 does not match its contents: a changed or "
+                            "truncated file); delete it and train again, or restore an intact copy")
+    return payload
+
+
 def load_checkpoint(directory: str | os.PathLike) -> dict:
-    """The state saved in ``directory`` by :func:`save_checkpoint`; :class:`DataFileError` when absent or unreadable."""
+    """The state saved in ``directory`` by :func:`save_checkpoint`; :class:`DataFileError` naming the
+    file when it is absent, unreadable, or fails its sha256 check."""
     path = Path(directory) / FILENAME
     if not path.is_file():
         raise DataFileError(f"--resume {directory}: no {FILENAME} there; give the directory passed to --checkpoint")
+    payload = _verified_payload(path)
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except Exception as exc:  # truncated, not a torch file, or a file holding code
         raise DataFileError(f"{path}: not a readable PQ Explorer checkpoint ({type(exc).__name__}); "
                             "delete it and train again") from None

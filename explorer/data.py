@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_open
 from .errors import DataFileError, InvalidParameter
-from .validation import check_int, check_labels, check_vectors
+from .validation import check_int, check_labels, check_random_state, check_vectors
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 BUILTINS = ("digits", "synthetic", "fashion-mnist")
@@ -211,8 +211,8 @@ def read_npy(path) -> np.ndarray:
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: no half-written file is left."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    with atomic_open(path, "wb") as fh:
+        fh.write(payload)
 
 
 def read_vectors(path) -> np.ndarray:
@@ -363,7 +363,7 @@ def split_queries(ds: Dataset, n_queries: int = 200, *, random_state: int = 0) -
     if ds.queries is not None:
         return ds
     n_queries = check_int(n_queries, "n_queries", low=1, high=ds.n - 1, fix="keep at least one base vector")
-    ids = np.sort(np.random.default_rng(random_state).choice(ds.n, size=n_queries, replace=False))
+    ids = np.sort(np.random.default_rng(check_random_state(random_state)).choice(ds.n, size=n_queries, replace=False))
     lab = ds.labels
     labels = dict(labels=None if lab is None else np.delete(lab, ids), query_labels=None if lab is None else lab[ids])
     if is_memory_mapped(ds.base):  # no (n,) mask either: memory here is O(n_queries)
@@ -377,7 +377,7 @@ def sample_rows(n: int, size: int, random_state: int = 0) -> np.ndarray:
 
     Sorted, so that gathering them from a memory map reads the file forwards, once.
     """
-    return np.sort(np.random.default_rng(random_state).choice(n, size=size, replace=False))
+    return np.sort(np.random.default_rng(check_random_state(random_state)).choice(n, size=size, replace=False))
 
 
 def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) -> np.ndarray:

@@ -56,8 +56,9 @@ class EventLog:
         event log is appended to (its runs follow one another), anything else is refused.
     sample_every: steps between embedding samples written to the log (0: none; they are the
         heavy part of a log).
-    The file is opened when the log is made (so a bad path fails before training) and closed at
-    each run's end (``FitFinished``/``FitFailed``); a later event reopens it for appending.
+    The path is checked when the log is made (so a bad path fails before training, naming it);
+    the file is created at the first event (a command that fails before training leaves none),
+    and closed at each run's end (``FitFinished``/``FitFailed``); a later event reopens it.
     ``close()`` closes it early; the log is also a context manager.
     """
 
@@ -73,7 +74,6 @@ class EventLog:
         if self.path.exists() and self.path.stat().st_size > 0:
             _check_header(self.path)  # appending to something that is not a log would corrupt it
         self._file = None
-        self._open()
 
     def _open(self) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
@@ -115,10 +115,12 @@ class EventLogDir:
     when that name is taken. The folder is created if missing. ``paths`` lists the logs written."""
 
     def __init__(self, directory: str | os.PathLike, *, sample_every: int = 0) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory)  # created at the first run
         if self.directory.exists() and not self.directory.is_dir():
             raise InvalidParameter(f"event log folder {self.directory} is a file; name a folder (it is created if missing)")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.directory.exists() and not self.directory.parent.is_dir():
+            raise InvalidParameter(f"event log folder {self.directory}: its parent {self.directory.parent} does not "
+                                   "exist; create it first")
         self.sample_every = int(sample_every)
         self.paths: list[Path] = []
         self._log: EventLog | None = None
@@ -127,6 +129,7 @@ class EventLogDir:
         if isinstance(event, FitStarted):
             if self._log is not None:
                 self._log.close()
+            self.directory.mkdir(exist_ok=True)  # at the first run: nothing is left by a command that fails before
             stem = f"{event.method}-M{event.n_subspaces}-K{event.n_codewords}"
             path, n = self.directory / f"{stem}.jsonl", 1
             while path.exists():

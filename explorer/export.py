@@ -70,20 +70,27 @@ def coarse_kmeans(Z: np.ndarray, nlist: int, random_state: int = 0, n_iter: int 
     return C[0].numpy().copy()
 
 
-def train_index_model(method: str, params: dict, train: np.ndarray, nlist: int | None = None) -> IndexModel:
-    """Fit ``method`` on ``train`` (n, d); with ``nlist``, also the coarse k-means and the residual PQ."""
+def train_index_model(method: str, params: dict, train: np.ndarray, nlist: int | None = None, *,
+                      stop=None) -> IndexModel:
+    """Fit ``method`` on ``train`` (n, d); with ``nlist``, also the coarse k-means and the residual PQ.
+
+    ``nlist`` is checked (1 ≤ nlist ≤ n) before any training. ``stop`` (a
+    :class:`~explorer.events.StopSignal`) ends the fit after its current step; once set, the
+    IVF stages are skipped and the model returned as it is (the caller decides what to keep).
+    """
     quantizer = methods.create(method, **params)
     _check_exportable(quantizer)
-    quantizer.fit(train)
-    if nlist is None:
+    if nlist is not None:
+        nlist = check_int(nlist, "--ivf NLIST", low=1, high=len(train), fix="use at most one list per training vector")
+    quantizer.fit(train, stop=stop)
+    if nlist is None or (stop is not None and stop.is_set()):
         return IndexModel(quantizer)
-    nlist = check_int(nlist, "--ivf NLIST", low=1, high=len(train), fix="use at most one list per training vector")
     Z = quantizer.transform(train)
     coarse = coarse_kmeans(Z, nlist, params.get("random_state", 0))
     lists = assign_lists(Z, coarse)
     residual = methods.create("pq", n_subspaces=quantizer.n_subspaces, n_codewords=quantizer.n_codewords,
                               random_state=params.get("random_state", 0), device=params.get("device", "cpu") or "cpu")
-    residual.fit(Z - coarse[lists])
+    residual.fit(Z - coarse[lists], stop=stop)
     return IndexModel(quantizer, coarse, residual)
 
 

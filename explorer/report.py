@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import diagnostics, metrics
-from .atomic import atomic_path
+from .atomic import atomic_open
 from .data import Dataset, ground_truth, row_batches
 from .search import encode_batched
 from .validation import lazy_vectors
@@ -118,7 +118,35 @@ def build_report(quantizer, ds: Dataset, history: list[dict], evaluation: dict |
     return report
 
 
+def json_ready(value):
+    """``value`` as strict JSON data: NaN and ±inf (Python or numpy floats, also inside arrays)
+    become None (JSON ``null``), numpy scalars and arrays become Python numbers and lists, tuples
+    become lists, dict keys become strings; objects with ``to_dict()`` are converted by it.
+
+    JSON has no NaN: ``json.dump`` writes a bare ``NaN`` that strict parsers (browsers,
+    ``jq``, Go, Rust) reject, so every report, sweep row and benchmark goes through this first.
+    """
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return json_ready(value.item())
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return json_ready(value.to_dict())
+    return value  # left for json.dump to refuse (TypeError), as any unknown object
+
+
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
-    """Write JSON through a temporary file and a rename, so no partial file is ever left."""
-    with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=1)
+    """Write ``payload`` as strict JSON (:func:`json_ready`: NaN/inf as null) to ``path`` through
+    :func:`~explorer.atomic.atomic_open` (exclusive temporary file, fsync, rename), so no partial
+    or non-standard file is ever left. The one JSON writer of every report."""
+    text = json.dumps(json_ready(payload), indent=1, allow_nan=False)
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -143,3 +145,99 @@ def check_codes(codes, n_subspaces: int, n_codewords: int, name: str = "codes", 
     if arr.size and (arr.min() < 0 or arr.max() >= n_codewords):
         raise InvalidParameter(f"{name} holds values outside [0, {n_codewords - 1}]; were they made by another quantizer?")
     return arr.astype(np.int64, copy=False) if as_int64 else arr
+
+
+MAX_SEED = 2**31 - 1  # faiss's ClusteringParameters.seed is a C int; numpy and torch take all of [0, 2^31)
+
+
+def check_random_state(value, name: str = "random_state") -> int:
+    """Return the seed ``value`` as an int in [0, 2^31 − 1]; None means 0.
+
+    Every source of randomness (numpy, torch, faiss) is seeded from it, so it must be a plain
+    integer all of them accept: a negative seed, one beyond 2^31 − 1 (faiss's k-means seed is a
+    C int; torch refuses ≥ 2^64, numpy's RandomState ≥ 2^32), a float, string or
+    ``np.random.Generator`` raise
+    :class:`InvalidParameter` / :class:`InvalidType` naming ``name`` and the range. (scikit-learn
+    also takes a RandomState instance; we do not, because torch and faiss could not share it.)
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidType(f"{name} must be an integer seed in [0, {MAX_SEED}]; got {value!r} ({type(value).__name__}). "
+                          "Pass e.g. random_state=0 (a numpy Generator or RandomState cannot seed torch and faiss too)")
+    return check_int(value, name, low=0, high=MAX_SEED, fix="seeds are non-negative 32-bit integers (faiss takes a C int), e.g. 0 or 12345")
+
+
+def check_finite_rows(X, name: str, *, batch_size: int = 65536) -> None:
+    """Raise :class:`InvalidParameter` naming ``name`` and the first (row, column) of ``X`` (n, d)
+    that is NaN or ±inf; rows are counted in ``X`` itself.
+
+    ``X`` may be a memory map: it is read ``batch_size`` rows at a time. The CLI calls this on a
+    data file *before* holding queries out of it, so the row named is the file's row (after the
+    split, row i of the base is another row of the file). Integer dtypes are finite: no read.
+    """
+    if not np.issubdtype(np.asarray(X[:0]).dtype, np.floating):
+        return
+    for start in range(0, len(X), batch_size):
+        batch = np.asarray(X[start:start + batch_size])
+        bad = ~np.isfinite(batch)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InvalidParameter(f"{name} contains NaN or inf (first at row {start + row}, column {col}); "
+                                   "remove or impute those values before training")
+
+
+def count_distinct_rows(X, *, batch_size: int = 65536) -> int:
+    """Number of distinct rows of ``X`` (n, d), which may be a memory map (read in batches).
+
+    Rows are compared through a seeded random projection to float64 (one number per row), so
+    this costs O(n·d) reads plus one sort of n numbers and holds n float64, never a copy of X;
+    two different rows collide with probability ~0. Used to warn when fewer distinct vectors than
+    codewords K are given: k-means (or any encoder) can then use at most that many codewords per
+    subspace, the rest stay dead and recall collapses.
+    """
+    proj = np.random.default_rng(12345).standard_normal(X.shape[1])
+    keys = [np.asarray(X[s:s + batch_size], dtype=np.float64) @ proj for s in range(0, len(X), batch_size)]
+    return int(len(np.unique(np.concatenate(keys)))) if keys else 0
+
+
+def check_output_path(path, flag: str, *, folder: bool = False) -> Path:
+    """Return ``path`` as a Path after checking that the command can write it, before any work.
+
+    ``folder=False`` (``--json``, ``--csv``, ``--index``): ``path`` names a file (not an existing
+    folder) in an existing folder where a file can be created. ``folder=True`` (``--checkpoint``):
+    ``path`` is a folder, or does not exist yet and can be created (its nearest existing parent
+    is a folder where we can write). Writability is tried, not guessed from permission bits
+    (which say "yes" to root on a read-only mount): an exclusive temporary file is created there
+    and removed, the way :mod:`explorer.atomic` will write. Raises :class:`InvalidParameter`
+    naming ``flag``, the path and the fix; the CLI prints it as one line and exits 2.
+    """
+    from .atomic import _create_temp  # the write it will do: an exclusive temp file in that folder
+    p = Path(os.fspath(path))
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise InvalidParameter(f"{flag} {path}: is a file, not a folder; give a folder (created if missing) "
+                                   "to hold checkpoint.pt")
+        probe_in = p
+        while not probe_in.exists():
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise InvalidParameter(f"{flag} {path}: cannot be created because {probe_in} is a file; "
+                                   "choose another folder")
+    else:
+        if p.is_dir():
+            raise InvalidParameter(f"{flag} {path}: is a folder, not a file; give a file path such as {p}/NAME")
+        probe_in = p.parent
+        if not probe_in.is_dir():
+            what = "is a file" if probe_in.exists() else "does not exist"
+            raise InvalidParameter(f"{flag} {path}: folder {probe_in} {what}; create the folder first "
+                                   "or give a path in an existing one")
+    try:
+        fd, probe = _create_temp(probe_in / (p.name or "out"))
+    except OSError as exc:
+        raise InvalidParameter(f"{flag} {path}: cannot write in {probe_in} ({exc.strerror or exc}); "
+                               "choose a folder you can write to") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return p

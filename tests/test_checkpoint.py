@@ -14,6 +14,15 @@ from explorer.errors import DataFileError, InvalidParameter
 from explorer.events import STOP, Step
 from explorer.methods.base import Quantizer
 
+# The checkpoint rows of the bad-input catalogue (docs/reliability.md): case: (input, exit code, message).
+CHECKPOINT_CASES = {
+    "checkpoint with a flipped byte": ("pqx train --resume DIR (a byte of DIR/checkpoint.pt changed)", 2,
+                                       "DIR/checkpoint.pt: checkpoint is corrupt (its sha256 does not match its "
+                                       "contents: a changed or truncated file); delete it and train again"),
+    "checkpoint without a checksum": ("pqx train --resume DIR (a bare torch.save file)", 2,
+                                      "DIR/checkpoint.pt: not a PQ Explorer checkpoint (no PQXCKPT1 checksum header"),
+}
+
 SETTINGS = {
     "pq": dict(n_subspaces=8, n_codewords=32, n_iter=12, random_state=5),
     "opq": dict(n_subspaces=8, n_codewords=32, n_iter=6, n_iter_pq_first=5, n_iter_pq=2, random_state=5),
@@ -110,7 +119,7 @@ def test_checkpoint_file_is_replaced_atomically_and_unreadable_ones_are_refused(
     assert os.listdir(tmp_path) == [FILENAME]  # no temporary files left behind
     raw = (tmp_path / FILENAME).read_bytes()
     (tmp_path / FILENAME).write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataFileError, match="not a readable PQ Explorer checkpoint"):
+    with pytest.raises(DataFileError, match="checkpoint.pt: checkpoint is corrupt .its sha256 does not match"):
         load_checkpoint(tmp_path)
     with pytest.raises(DataFileError, match="no checkpoint.pt there"):
         load_checkpoint(tmp_path / "missing")
@@ -150,3 +159,29 @@ def test_a_model_stopped_from_outside_can_be_saved_later_and_resumed(X):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(q)).encode(X), q.encode(X))
     resumed = methods.create("pq", **SETTINGS["pq"]).fit(X, resume=q.state_dict())
     np.testing.assert_array_equal(resumed.encode(X), reference.encode(X))
+
+
+@pytest.mark.parametrize("where", ["payload start", "middle", "last byte", "digest"])
+def test_a_flipped_byte_anywhere_is_refused_naming_the_file(X, tmp_path, where):
+    """The sha256 in the header covers the whole payload: one flipped bit in an array (which
+    torch would load silently, giving wrong codes) or in the digest itself is refused."""
+    from explorer.checkpoint import HEADER_LEN
+    q = methods.create("pq", **SETTINGS["pq"]).fit(X)
+    path = save_checkpoint(tmp_path, q.state_dict())
+    raw = bytearray(path.read_bytes())
+    at = {"payload start": HEADER_LEN, "middle": (HEADER_LEN + len(raw)) // 2, "last byte": len(raw) - 1,
+          "digest": HEADER_LEN - 10}[where]
+    raw[at] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFileError) as info:
+        load_checkpoint(tmp_path)
+    assert CHECKPOINT_CASES["checkpoint with a flipped byte"][2].replace("DIR", str(tmp_path)) in str(info.value)
+
+
+def test_a_checkpoint_without_the_checksum_header_is_refused(X, tmp_path):
+    import torch
+    from explorer.checkpoint import _to_storable
+    torch.save(_to_storable(methods.create("pq", **SETTINGS["pq"]).fit(X).state_dict()), tmp_path / FILENAME)
+    with pytest.raises(DataFileError) as info:
+        load_checkpoint(tmp_path)
+    assert CHECKPOINT_CASES["checkpoint without a checksum"][2].replace("DIR", str(tmp_path)) in str(info.value)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 
 from .. import data, methods
 from ..errors import InvalidParameter
-from ..events import FitFinished, FitStarted, Step
+from ..events import FitFinished, FitStarted, Step, StopSignal
+from ..validation import check_finite_rows, check_random_state
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +23,18 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_dataset(args) -> data.Dataset:
+    """The dataset of ``--data`` / ``--labels`` / ``--queries`` with ``--n-queries`` held out (seeded by ``--seed``).
+
+    Every vector is checked for NaN/inf here, before any training: the base *before* the queries
+    are held out of it, so an error names the row of the file (not a row counted after the
+    split), and a ``--queries`` file on its own.
+    """
+    seed = check_random_state(args.seed, "--seed")
     ds = data.load(args.data, labels=args.labels, queries=args.queries)
-    return data.split_queries(ds, args.n_queries, random_state=args.seed)
+    check_finite_rows(ds.base, f"--data {args.data}")
+    if ds.queries is not None:
+        check_finite_rows(ds.queries, f"--queries {args.queries}")
+    return data.split_queries(ds, args.n_queries, random_state=seed)
 
 
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,9 +86,11 @@ def make_sinks(args, *, per_run: bool = False) -> list:
     if args.events:
         sinks.append((EventLogDir if per_run else EventLog)(args.events, sample_every=every))
     if args.tensorboard:
-        board = TensorBoard(args.tensorboard, sample_every=every)
-        board.writer  # noqa: B018  (created now: a missing tensorboard package fails before training)
-        sinks.append(board)
+        import importlib.util
+        if importlib.util.find_spec("tensorboard") is None:  # fail before training, writing nothing
+            raise InvalidParameter("--tensorboard needs the tensorboard package: pip install tensorboard "
+                                   '(or "pq-explorer[watch]")')
+        sinks.append(TensorBoard(args.tensorboard, sample_every=every))
     return sinks
 
 
@@ -119,8 +134,100 @@ def method_params(args, method: str | None = None) -> dict:
                 raise InvalidParameter(f"{opt.flag} does not apply to method {method!r}; drop it or choose a method "
                                        f"that takes it ({name})")
             params[own[opt.flag].param] = value
-    params["random_state"] = args.seed
+    params["random_state"] = check_random_state(args.seed, "--seed")
     return params
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+"""Every catchable signal that asks a process to end (SIGKILL and SIGSTOP cannot be caught)."""
+
+
+def signal_name(signum: int) -> str:
+    """"Ctrl-C (SIGINT)" for SIGINT, else the signal's name ("SIGTERM")."""
+    name = signal.Signals(signum).name
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else name
+
+
+class SignalAbort(KeyboardInterrupt):
+    """A second stop signal: abort at once. A KeyboardInterrupt, so ``except Exception`` (a sweep's
+    per-run error rows) never swallows it; ``signum`` says which signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def run_until_aborted(run, args, prog: str, lost: str) -> int:
+    """``run(args)``; when a second stop signal aborts it (:class:`SignalAbort`), one line on
+    stderr ("PROG: aborted by a second SIGTERM; LOST") and exit code 128 + the signal number."""
+    try:
+        return run(args)
+    except SignalAbort as exc:
+        sys.stderr.write(f"\n{prog}: aborted by a second {signal_name(exc.signum)}; {lost}\n")
+        return 128 + int(exc.signum)
+
+
+class StopOnSignals:
+    """Context manager: while active, the first SIGINT, SIGTERM or SIGHUP sets ``stop`` (training
+    ends after its current step) and is remembered in ``signum``; a second one raises
+    :class:`SignalAbort`. Previous handlers come back on exit.
+
+    ``phase`` (set by the command) says what runs: "training" (the default) or something after
+    the last step ("evaluation", "writing"), when a first signal cannot shorten anything and is
+    told so on stderr: the work finishes, its result is written, and the exit code still says a
+    signal came (:attr:`exit_code`, 128 + signal number, the shell convention).
+    Only the main thread can install handlers: elsewhere (``cli.main`` called from a worker
+    thread) signals are left alone.
+    """
+
+    def __init__(self, stop: StopSignal | None = None, prog: str = "pqx") -> None:
+        self.stop = stop if stop is not None else StopSignal()
+        self.prog = prog
+        self.signum: int | None = None
+        self.phase = "training"
+        self._previous: dict = {}
+
+    @property
+    def received(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP); 0 without a signal."""
+        return 0 if self.signum is None else 128 + int(self.signum)
+
+    @property
+    def name(self) -> str:
+        """How messages name the signal ("Ctrl-C (SIGINT)", "SIGTERM"); "" without one."""
+        return "" if self.signum is None else signal_name(self.signum)
+
+    @property
+    def signame(self) -> str | None:
+        """The signal's name for reports ("SIGINT", "SIGTERM", "SIGHUP"), or None."""
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise SignalAbort(signum)
+        self.signum = signum
+        self.stop.set()
+        if self.phase != "training":
+            sys.stderr.write(f"\n{self.prog}: {signal_name(signum)} after the last training step; finishing "
+                             f"{self.phase} so the trained result is kept (a second signal aborts)\n")
+            sys.stderr.flush()
+
+    def __enter__(self):
+        self._active = threading.current_thread() is threading.main_thread()
+        if self._active:
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._active:
+            for sig, previous in self._previous.items():
+                signal.signal(sig, previous)
+        return False
 
 
 class ProgressBar:

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from ..bench import TARGETS, run_benchmarks, verdict
-from ..errors import InvalidParameter
 from ..report import write_json_atomic
+from ..validation import check_output_path
 
 HELP = "benchmark PQ against faiss, the cost of training hooks, and memory of encoding a mapped file"
 
@@ -17,8 +16,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise InvalidParameter(f"cannot write {args.json}: folder {Path(args.json).parent} does not exist")
+    if args.json:
+        check_output_path(args.json, "--json")
     result = run_benchmarks(quick=args.quick, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"{'benchmark':<30} {'ratio':>8}  {'target':<8} verdict")
     for key, value in result.items():

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
+import sys
 
 from .. import methods
-from ..atomic import atomic_path
+from ..atomic import atomic_open
 from ..data import training_rows
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
-from ._common import add_data_arguments, add_sink_arguments, fall_back_device, load_dataset, make_sinks
+from ..validation import check_output_path
+from ._common import (StopOnSignals, add_data_arguments, add_sink_arguments, fall_back_device, load_dataset, make_sinks,
+                      run_until_aborted)
 
 HELP = "train a grid of methods × code lengths and compare recall with faiss PQ, OPQ, RQ and LSQ"
+# SIGINT, SIGTERM or SIGHUP: the current fit stops at its next step, the sweep before its next
+# run, the rows so far are written and the exit code is 128 + the signal number.
 
 
 def add_arguments(p):
@@ -62,29 +66,50 @@ def _print_row(row: dict) -> None:
           f"{_fmt(row['map'], '>6.3f')} {_fmt(row['fit_seconds'], '>8.2f')}{tail}", flush=True)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> str | int | float:
+    """``value`` as a CSV cell that no spreadsheet runs as a formula: None is empty, numbers stay
+    numbers, and text starting with = + - @ (or a tab or carriage return, which some spreadsheets
+    skip before such a sign) gets a leading apostrophe, the OWASP "CSV injection" escape that
+    spreadsheets show as text (a dataset named ``=2+5`` is written ``'=2+5``)."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def write_csv_atomic(path, rows: list[dict]) -> None:
-    """Write rows as CSV through a temporary file and a rename (no partial file is ever left)."""
+    """Write rows as CSV (one per row, :data:`~explorer.sweep.CSV_COLUMNS`, text cells escaped
+    by :func:`csv_cell`) through :func:`~explorer.atomic.atomic_open`: no partial file is ever left."""
     from ..sweep import CSV_COLUMNS
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in flat_row(row).items()})
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+        writer.writerow({k: csv_cell(v) for k, v in flat_row(row).items()})
+    with atomic_open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(buf.getvalue())
 
 
 def run(args) -> int:
+    return run_until_aborted(_run, args, "pqx sweep", "no rows written")
+
+
+def _run(args) -> int:
     names = _names(args.methods, "methods", methods.available())
     refs = [] if args.references.strip().lower() == "none" else _names(args.references, "references", REFERENCES)
     bits = parse_bits(args.bits)
-    for path in (args.json, args.csv):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise InvalidParameter(f"cannot write {path}: folder {Path(path).parent} does not exist")
+    for path, flag in ((args.json, "--json"), (args.csv, "--csv")):
+        if path:
+            check_output_path(path, flag)
     overrides = {k: v for k, v in {"n_iter": args.n_iter, "epochs": args.epochs, "device": args.device}.items()
                  if v is not None}
     overrides = fall_back_device(overrides, "pqx sweep")
-    sinks = make_sinks(args, per_run=True)
+    sinks = make_sinks(args, per_run=True)  # paths checked now, files written with the runs
     ds = load_dataset(args)
     if args.train_size is not None:
         training_rows(ds, args.train_size, args.seed, name="--train-size")  # refuse a bad size before any run
@@ -94,10 +119,17 @@ def run(args) -> int:
               + ("" if args.train_size is None else f", each fit on a sample of {args.train_size}"))
         print(f"{'method':<12} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
               f"{'mAP':>6} {'fit s':>8}")
-    rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show],
-                 fit_callbacks=sinks, train_size=args.train_size)
-    if args.json:
-        write_json_atomic(args.json, rows)
-    if args.csv:
-        write_csv_atomic(args.csv, rows)
-    return 0
+    with StopOnSignals(prog="pqx sweep") as signals:
+        # a signal ends the current fit at its next step (its row says "stopped": true) and the
+        # sweep before the next run; the rows finished so far are written
+        rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show],
+                     fit_callbacks=sinks, train_size=args.train_size, stop=signals.stop)
+        if signals.received:
+            sys.stderr.write(f"\npqx sweep: interrupted by {signals.name}; writing the {len(rows)} row(s) finished "
+                             "so far\n")
+        signals.phase = "writing the rows"
+        if args.json:
+            write_json_atomic(args.json, rows)
+        if args.csv:
+            write_csv_atomic(args.csv, rows)
+    return signals.exit_code

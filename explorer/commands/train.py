@@ -1,8 +1,14 @@
 """``pqx train``: fit one method on one dataset, print a summary, optionally write the JSON report.
 
-Ctrl-C (SIGINT) stops training after the current step; the report is still written, for the
-model trained so far, with ``"interrupted": true``, and the exit code is 130 (128 + SIGINT, the
-shell convention). A second Ctrl-C aborts at once. ``--checkpoint DIR`` saves the training state
+Ctrl-C (SIGINT), SIGTERM or SIGHUP stops training after the current step; the report is still
+written, for the model trained so far, with ``"interrupted": true`` and ``"signal"`` naming it,
+the checkpoint (with ``--checkpoint``) holds that step, and the exit code is 128 + the signal
+number (130, 143, 129: the shell convention). A signal after the last step (during the
+evaluation or the report write) shortens nothing: the report of the whole model is finished and
+written (``"interrupted": false``, ``"signal"`` set) and the exit code still says the signal
+came. A second signal aborts at once and writes no report (an output file is either whole or
+absent: :mod:`explorer.atomic`). Output paths (``--json``, ``--checkpoint``) are checked before
+any work. ``--checkpoint DIR`` saves the training state
 every ``--checkpoint-every`` steps and at the end (also when interrupted); ``--resume DIR``
 continues from it and, with the same data, parameters and seed, ends with the same codes as an
 uninterrupted run.
@@ -17,16 +23,15 @@ all of it must. The report's ``n_train`` says how many vectors the fit saw.
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from .. import data, methods
 from ..checkpoint import Checkpointer, load_checkpoint
-from ..events import Recorder, StopSignal
+from ..events import Recorder
 from ..report import build_report, write_json_atomic
-from ._common import (ProgressBar, add_data_arguments, add_method_arguments, add_sink_arguments, fall_back_device,
-                      load_dataset, make_sinks, method_params)
+from ..validation import check_output_path, count_distinct_rows
+from ._common import (ProgressBar, StopOnSignals, add_data_arguments, add_method_arguments, add_sink_arguments,
+                      fall_back_device, load_dataset, make_sinks, method_params, run_until_aborted)
 
 HELP = "train a quantizer and report distortion, recall, mAP and codebook health"
 EXIT_INTERRUPTED = 130
@@ -48,39 +53,21 @@ def add_arguments(p):
     add_sink_arguments(p)
 
 
-class _SigintStops:
-    """Context manager: while active, the first SIGINT sets ``stop``; a second one aborts."""
-
-    def __init__(self, stop: StopSignal) -> None:
-        self.stop = stop
-
-    def _handler(self, signum, frame):
-        if self.stop.is_set():
-            raise KeyboardInterrupt
-        self.stop.set()
-
-    def __enter__(self):
-        # only the main thread may install handlers (cli.main called from a worker thread: leave SIGINT alone)
-        self._active = threading.current_thread() is threading.main_thread()
-        if self._active:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._active:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def run(args) -> int:
-    try:
-        return _run(args)
-    except KeyboardInterrupt:  # second Ctrl-C, or Ctrl-C outside training: nothing is written
-        sys.stderr.write("\npqx train: aborted by Ctrl-C; no report written\n")
+    lost = "no report written" + (" (the checkpoint holds the last step saved)" if args.checkpoint or args.resume else "")
+    try:  # a second signal: nothing more is written
+        return run_until_aborted(_run, args, "pqx train", lost)
+    except KeyboardInterrupt:  # Ctrl-C before training started: nothing is written
+        sys.stderr.write("\npqx train: aborted by Ctrl-C before training; no report written\n")
         return EXIT_INTERRUPTED
 
 
 def _run(args) -> int:
+    if args.json:
+        check_output_path(args.json, "--json")
+    if args.checkpoint or args.resume:  # --resume alone keeps checkpointing into its folder
+        check_output_path(args.checkpoint or args.resume, "--checkpoint" if args.checkpoint else "--resume", folder=True)
+    sinks = make_sinks(args)  # their paths are checked now; their files appear with the first event
     params = fall_back_device(method_params(args), "pqx train")
     quantizer = methods.create(args.method, **params)
     state = load_checkpoint(args.resume) if args.resume else None
@@ -89,21 +76,44 @@ def _run(args) -> int:
     ds = load_dataset(args)
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
-    sinks = make_sinks(args)
     callbacks = ([recorder] + ([checkpointer] if checkpointer else []) + sinks
                  + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)]))
-    stop = StopSignal()
-    with _SigintStops(stop):
+    warnings = _few_distinct_vectors(X, quantizer.n_codewords)
+    with StopOnSignals(prog="pqx train") as signals:
         # Unsupervised methods never see the labels: they are for scoring (mAP) only.
-        quantizer.fit(X, y if quantizer.supervised else None, callbacks=callbacks, stop=stop, resume=state)
-    interrupted = stop.is_set()
-    report = build_report(quantizer, ds, recorder.history())
-    report["interrupted"] = interrupted
-    report["n_train"] = len(X)
-    report["resumed_from_step"] = None if state is None else int(state["step"])
-    if interrupted:
-        sys.stderr.write(f"\npqx train: interrupted by Ctrl-C after step {quantizer.n_steps_}; "
-                         "reporting the model trained so far\n")
+        quantizer.fit(X, y if quantizer.supervised else None, callbacks=callbacks, stop=signals.stop, resume=state)
+        cut_short = signals.received  # the fit stopped at the step after the signal
+        signals.phase = "the evaluation and the report"
+        if cut_short:
+            sys.stderr.write(f"\npqx train: interrupted by {signals.name} after step {quantizer.n_steps_}; "
+                             "reporting the model trained so far\n")
+        report = build_report(quantizer, ds, recorder.history())
+        report["interrupted"] = cut_short
+        report["signal"] = signals.signame  # also one received during the evaluation: the model is whole then
+        report["n_train"] = len(X)
+        report["resumed_from_step"] = None if state is None else int(state["step"])
+        report["warnings"] = warnings
+        _print_summary(quantizer, ds, report, args)
+        if args.json:
+            write_json_atomic(args.json, report)
+    return signals.exit_code
+
+
+def _few_distinct_vectors(X, n_codewords: int) -> list[str]:
+    """The warnings (also printed on stderr) about training data with fewer distinct vectors than K."""
+    if n_codewords > len(X):  # the fit refuses K > n with its own error
+        return []
+    n_distinct = count_distinct_rows(X)
+    if n_distinct >= n_codewords:
+        return []
+    msg = (f"the {len(X)} training vectors hold only {n_distinct} distinct ones, fewer than K={n_codewords} "
+           f"codewords: at most {n_distinct} codewords per subspace can be used and the rest stay dead; "
+           f"use -K {n_distinct} or less, or more varied data")
+    sys.stderr.write(f"pqx train: warning: {msg}\n")
+    return [msg]
+
+
+def _print_summary(quantizer, ds, report: dict, args) -> None:
     recall = report["recall_at"]
     mp = "n/a" if report["map"] is None else f"{report['map']:.4f}"
     print(f"{quantizer.title} on {ds.name}: {report['n_base']}×{report['dim']}, M={report['subspaces']} "
@@ -112,6 +122,3 @@ def _run(args) -> int:
     print(f"distortion {report['distortion']:.4f}  recall@1/10/100 {recall['1']:.3f}/{recall['10']:.3f}/{recall['100']:.3f}"
           f"  mAP {mp}  collapsed subspaces {sum(report['collapsed'])}/{report['subspaces']}  "
           f"fit {report['fit_seconds']:.2f}s")
-    if args.json:
-        write_json_atomic(args.json, report)
-    return EXIT_INTERRUPTED if interrupted else 0

@@ -22,7 +22,8 @@ import torch
 from .. import metrics
 from ..errors import InvalidParameter, InvalidType
 from ..events import FitFailed, FitFinished, FitStarted, EmbeddingSample, StopSignal, TrainingRun
-from ..validation import check_codes, check_labels, check_pq_shape, check_vectors, code_dtype, errors_name_rows
+from ..validation import (check_codes, check_labels, check_pq_shape, check_random_state, check_vectors, code_dtype,
+                          errors_name_rows)
 
 
 def check_bits(bits, step: int, scheme: str, fix: str | None = None) -> int:
@@ -191,6 +192,7 @@ class Quantizer:
         if self.supervised and y is None:
             raise InvalidParameter(f"method {self.name!r} is supervised: pass class labels y (one per vector) to fit")
         self._check_choices()
+        check_random_state(self.random_state)
         self._validate(X, y)
         self.device_ = resolve_device(self.device)
         self.dim_ = X.shape[1]
