@@ -84,3 +84,15 @@ def test_pqx_version_is_the_package_version(capsys):
     assert project["project"]["dynamic"] == ["version"]
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "explorer.__version__"}
 
+
+
+def test_readme_badges_and_docs_link_point_at_the_project_and_its_tour():
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    repo = urls["Homepage"].removeprefix("https://github.com/")
+    head = (ROOT / "README.md").read_text().split("## Quick start")[0]
+    binder = f"https://mybinder.org/v2/gh/{repo}/main?urlpath="
+    assert f"({binder}lab/tree/notebooks/00_tour.ipynb)" in head  # JupyterLab on the tour
+    assert f"({binder}voila/render/notebooks/00_tour.ipynb)" in head  # the Voila app, as pqx dashboard serves
+    assert f"({urls['Documentation']})" in head
+    mkdocs = (ROOT / "mkdocs.yml").read_text()
+    assert f"site_url: {urls['Documentation']}" in mkdocs and f"repo_url: {urls['Homepage']}" in mkdocs

@@ -38,6 +38,24 @@ def wait_bars_change(page, previous, timeout_ms: int):
     return bars(page)
 
 
+def wait_pictures(page, n: int, timeout_ms: int) -> int:
+    """Wait until ``n`` static pictures (the tour's snapshots, its last outputs) are shown: the
+    notebook has run to its end and the kernel is free to handle Start; return their count."""
+    js = "() => document.querySelectorAll('.jp-RenderedImage img').length"
+    page.wait_for_function(f"(n) => ({js})() >= n", arg=n, timeout=timeout_ms)
+    return page.evaluate(js)
+
+
+def dashboard_picture(page, path, height: int = 1150) -> None:
+    """Screenshot the top of the dashboard (controls, usage, collapse and loss views) once its bars
+    are drawn: README's picture is test_voila's ``voila-dashboard.png``, copied to docs/dashboard.png."""
+    page.wait_for_function(f"() => ({BARS_JS})() !== null", timeout=30_000)
+    page.locator(".pqx-dashboard").scroll_into_view_if_needed()
+    box = page.locator(".pqx-dashboard").bounding_box()
+    page.screenshot(path=str(path), full_page=True,
+                    clip={"x": box["x"], "y": box["y"], "width": box["width"], "height": min(box["height"], height)})
+
+
 def start_and_watch(page, artifacts, name: str) -> None:
     """Ask for a long run, press Start, see the bars change, press Stop, see training stop.
 
