@@ -412,10 +412,11 @@ def training_set(ds: Dataset, train_size: int | None, random_state: int = 0, *, 
     return ds.base[rows], None if ds.labels is None else ds.labels[rows]
 
 
-def ground_truth(ds: Dataset, k: int = 100) -> np.ndarray:
-    """(nq, k) int64 ids of each query's exact nearest base vectors by L2 (faiss ``IndexFlatL2``),
-    searched in chunks of the base (:func:`~explorer.search.exact_knn`), so a memory-mapped base is not loaded whole."""
+def ground_truth(ds: Dataset, k: int = 100, *, metric: str = "l2") -> np.ndarray:
+    """(nq, k) int64 ids of each query's exact nearest base vectors by ``metric`` ("l2": faiss
+    ``IndexFlatL2``; "ip", "cosine": ``IndexFlatIP``, on unit rows for cosine), searched in chunks
+    of the base (:func:`~explorer.search.exact_knn`), so a memory-mapped base is not loaded whole."""
     from .search import exact_knn
     if ds.queries is None:
         raise InvalidParameter("the dataset has no queries; call split_queries(ds, n_queries) first")
-    return exact_knn(ds.base, ds.queries, k)[1]
+    return exact_knn(ds.base, ds.queries, k, metric=metric)[1]

@@ -85,6 +85,18 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
     return value
 
 
+METRICS = ("l2", "ip", "cosine")
+"""Search metrics: squared L2; inner product, greater is nearer (faiss ``METRIC_INNER_PRODUCT``);
+cosine, the inner product of L2-normalised vectors."""
+
+
+def check_metric(metric, name: str = "metric") -> str:
+    """``metric`` when it is one of :data:`METRICS`; else :class:`InvalidParameter` naming it."""
+    if metric not in METRICS:
+        raise InvalidParameter(f"{name}={metric!r} is not a metric; use one of {', '.join(METRICS)}")
+    return metric
+
+
 MAX_CODEWORDS = 65536  # codes are stored as uint16 at most
 
 

@@ -116,6 +116,7 @@ class Quantizer:
     cli_options: ClassVar[tuple[Option, ...]] = ()
     param_choices: ClassVar[dict[str, tuple]] = {}
     supports_checkpoint: ClassVar[bool] = False
+    metric: str = "l2"  # a parameter of the methods that offer others (PQ, OPQ): see distance_tables
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, random_state: int = 0, device: str = "cpu"):
@@ -391,9 +392,14 @@ class Quantizer:
                               "pass vectors of the training dimension")
         return X
 
+    def _metric_space(self, X: np.ndarray) -> np.ndarray:
+        """X (n, d) float32 as the metric sees it: L2-normalised rows for ``metric="cosine"``
+        (cosine is the inner product of unit vectors), unchanged for "l2" and "ip"."""
+        return metrics.l2_normalize(X) if self.metric == "cosine" else X
+
     def transform(self, X) -> np.ndarray:
-        """Vectors (n, d) → the codebooks' space (n, D), float32. Identity here."""
-        return self._check_input(X)
+        """Vectors (n, d) → the codebooks' space (n, D), float32. Identity here (unit rows for cosine)."""
+        return self._metric_space(self._check_input(X))
 
     def _encode_embedded(self, Z: np.ndarray) -> np.ndarray:
         """Codes (n, M) of embedded vectors (n, D): nearest codeword per sub-vector (the PQ rule)."""
@@ -449,18 +455,30 @@ class Quantizer:
         return metrics.distortion(Z, self.reconstruct(codes))
 
     def distance_tables(self, queries) -> np.ndarray:
-        """Asymmetric distance tables (nq, M, K): squared L2 from each query sub-vector to each codeword."""
+        """Asymmetric distance tables (nq, M, K) float32, smaller is nearer: squared L2 from each
+        query sub-vector to each codeword (Jégou et al. 2011, Eq. 13); for ``metric="ip"`` and
+        ``"cosine"`` the negated inner products −<q_m, c_mk> (of unit queries for cosine), whose
+        sum over m is −<q, x̂>, faiss ``METRIC_INNER_PRODUCT``'s score negated."""
         Q = self.transform(queries)
         nq = len(Q)
         Qs = torch.from_numpy(Q).reshape(nq, self.n_subspaces, -1).permute(1, 0, 2)  # (M, nq, ds)
         C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        if self.metric != "l2":
+            return (-torch.bmm(Qs, C.transpose(1, 2))).permute(1, 0, 2).contiguous().numpy()  # (nq, M, K)
         d2 = torch.cdist(Qs, C).pow_(2)  # (M, nq, K)
         return d2.permute(1, 0, 2).contiguous().numpy()
 
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        """ADC sums as the metric reports them: squared L2 as they are, inner products (−sums) for ip and cosine."""
+        return distances if self.metric == "l2" else -distances
+
     def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors."""
+        """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors,
+        nearest first, equal distances by id. For ``metric="ip"``/``"cosine"`` the distances are
+        the inner products <q, x̂> (largest first), as faiss ``METRIC_INNER_PRODUCT`` returns them."""
         from ..search import adc_search
-        return adc_search(self.distance_tables(queries), codes, k)
+        distances, ids = adc_search(self.distance_tables(queries), codes, k)
+        return self._scores(distances), ids
 
     def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
         """Yield :meth:`search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
@@ -474,7 +492,8 @@ class Quantizer:
         tables = self.distance_tables(queries)
         block = len(tables) if block is None else block
         for start in range(0, len(tables), block):
-            yield adc_search(tables[start:start + block], codes, k)
+            distances, ids = adc_search(tables[start:start + block], codes, k)
+            yield self._scores(distances), ids
 
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
