@@ -131,11 +131,17 @@ class Quantizer:
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind != inspect.Parameter.VAR_KEYWORD]
 
-    def get_params(self) -> dict:
-        """Hyper-parameters as given to ``__init__`` (scikit-learn convention)."""
+    def get_params(self, deep: bool = True) -> dict:
+        """{name: value} of the hyper-parameters as given to ``__init__`` (scikit-learn's contract).
+
+        ``deep`` is accepted for scikit-learn (``clone``, ``Pipeline``, ``GridSearchCV`` pass it);
+        a quantizer holds no sub-estimators, so both values give the same dict.
+        """
         return {p: getattr(self, p) for p in self.param_names()}
 
     def set_params(self, **params) -> "Quantizer":
+        """Self, with the named hyper-parameters replaced (scikit-learn's contract); an unknown
+        name raises :class:`InvalidParameter` listing the valid ones. Values are checked by ``fit``."""
         names = self.param_names()
         for key, value in params.items():
             if key not in names:
@@ -222,6 +228,26 @@ class Quantizer:
                                  metrics=self._final_metrics(X, y)))
         self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """``fit(X, y, **fit_params).transform(X)``: (n, D) float32 vectors in the codebooks' space
+        (scikit-learn's transformer contract, so a quantizer can sit inside a ``Pipeline``)."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def score(self, X, y=None) -> float:
+        """Negative distortion −mean ||transform(x) − reconstruct(encode(x))||² over X (n, d):
+        greater is better, as scikit-learn's ``GridSearchCV`` and ``cross_val_score`` expect.
+
+        ``y`` is ignored (scikit-learn passes it). Measured in the codebooks' space, so scores of
+        deep methods with different embeddings are not comparable with each other.
+        """
+        return -float(self.embedding_distortion(X))
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (imported lazily: scikit-learn is needed only by who asks)."""
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+        return Tags(estimator_type=None, target_tags=TargetTags(required=self.supervised),
+                    transformer_tags=TransformerTags(), requires_fit=True)
 
     def usable_codewords(self, y: np.ndarray | None) -> int | None:
         """Codewords per subspace this method can be expected to use on labels ``y``, when fewer
