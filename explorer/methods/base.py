@@ -521,6 +521,21 @@ class Quantizer:
             distances, ids = adc_search(tables[start:start + block], codes, k)
             yield self._scores(distances), ids
 
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> "Path":
+        """Path of the file written: this fitted quantizer saved to ``path`` (suggested suffix
+        ``.pqx``) as plain data that loading never unpickles (:mod:`explorer.persist`), with its
+        parameters, library version and training-data digest; read it with ``explorer.load(path)``."""
+        from ..persist import save_model
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path, *, device: str = "cpu") -> "Quantizer":
+        """The fitted quantizer saved at ``path`` (:func:`explorer.persist.load_model`); called on a
+        method's class (``PQ.load``), a file holding another method raises :class:`InvalidParameter`."""
+        from ..persist import load_model
+        return load_model(path, cls.name or None, device=device)
+
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
         from ..search import to_faiss
