@@ -10,6 +10,19 @@ Readers (by file extension): ``.fvecs`` / ``.ivecs`` / ``.bvecs`` (TEXMEX format
 an int32 dimension followed by d values; memory-mapped, so a 1M×128 file is not read whole),
 IDX (MNIST format, optionally ``.gz``) and ``.npy`` (memory-mapped). A malformed file raises
 :class:`~explorer.errors.DataFileError` naming the file and what is wrong.
+
+Whole datasets in one file (:func:`load` reads them into a :class:`Dataset`):
+
+* ``.npz`` (named arrays, read into memory): the base is the array named by ``base_key``, else
+  the first of :data:`NPZ_NAMES` ``["base"]`` present ("base", "train", "x"), else the file's
+  only array; queries, labels, query labels and given ground-truth ids are read from the names
+  listed in :data:`NPZ_NAMES` when present (e.g. ``np.savez(f, base=X, queries=Q, labels=y,
+  query_labels=yq)``).
+* ``.hdf5`` / ``.h5`` in the ann-benchmarks layout (needs ``h5py``: ``pip install
+  "pq-explorer[hdf5]"``; read into memory): ``train`` is the base, ``test`` the queries,
+  ``neighbors`` (nq, k) their exact neighbour ids, used as given for recall (not recomputed),
+  ``distances`` their distances, and the file's ``distance`` attribute ("euclidean", "angular",
+  "dot") the metric of that ground truth, in :attr:`Dataset.metric` ("l2", "cosine", "ip").
 """
 from __future__ import annotations
 
@@ -21,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import DataFileError, InvalidParameter
+from .errors import DataFileError, InvalidParameter, InvalidType, PQXError
 from .validation import check_int, check_labels, check_vectors
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -35,6 +48,9 @@ class Dataset:
     base: (n, d) float32 (may be a read-only memory map); labels: (n,) int64 or None;
     queries: (nq, d) float32 or None; query_labels: (nq,) or None; image_shape: (h, w) when
     the vectors are images (digits 8×8, Fashion-MNIST 28×28), so image models can reshape them.
+    neighbors: (nq, k) int64 ids of each query's exact nearest base vectors when the file gave
+    them (ann-benchmarks ``neighbors``): evaluation uses them as given instead of computing its
+    own; metric: the metric ("l2", "ip", "cosine") that ground truth was made with, when known.
     """
 
     name: str
@@ -43,6 +59,8 @@ class Dataset:
     queries: np.ndarray | None = None
     query_labels: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    neighbors: np.ndarray | None = None
+    metric: str | None = None
 
     @property
     def n(self) -> int:
@@ -209,6 +227,114 @@ def read_npy(path) -> np.ndarray:
         raise DataFileError(f"{path}: not a readable .npy file ({exc})") from None
 
 
+NPZ_NAMES = {"base": ("base", "train", "x"), "queries": ("queries", "test"),
+             "labels": ("labels", "train_labels", "y"), "query_labels": ("query_labels", "test_labels"),
+             "neighbors": ("neighbors", "ground_truth")}
+"""Array names :func:`read_npz_dataset` looks for, per :class:`Dataset` field, first match wins."""
+
+
+def read_npz_dataset(path, base_key: str | None = None) -> Dataset:
+    """A :class:`Dataset` of the named arrays in an ``.npz`` file (see the module docstring for the
+    names); ``base_key`` names the base array when it is not one of :data:`NPZ_NAMES` ``["base"]``.
+    The file is read with ``allow_pickle=False``; its arrays are loaded into memory."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFileError(f"{path}: not a readable .npz file ({exc})") from None
+    if base_key is not None:
+        if base_key not in arrays:
+            raise DataFileError(f"{path}: has no array {base_key!r} (--base-key); it holds {', '.join(arrays) or 'none'}")
+        key = base_key
+    else:
+        found = [n for n in NPZ_NAMES["base"] if n in arrays]
+        if not found and len(arrays) != 1:
+            raise DataFileError(f"{path}: which array is the base? it holds {', '.join(arrays) or 'none'}; "
+                                f"name it {' or '.join(NPZ_NAMES['base'])}, or pass base_key (--base-key NAME)")
+        key = found[0] if found else next(iter(arrays))
+    fields = {"base": _as_matrix(arrays[key], path, key)}
+    for field_name, names in NPZ_NAMES.items():
+        if field_name != "base":
+            hit = next((n for n in names if n in arrays and n != key), None)
+            if hit is not None:
+                fields[field_name] = arrays[hit]
+    if "queries" in fields:
+        fields["queries"] = _as_matrix(fields["queries"], path, "queries")
+    return _checked_dataset(path, **fields)
+
+
+def _as_matrix(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """``array`` as (n, d) (images flattened); :class:`DataFileError` naming ``path`` and ``what`` otherwise."""
+    if array.ndim < 2 or array.shape[0] == 0 or not np.issubdtype(array.dtype, np.number):
+        raise DataFileError(f"{path}: array {what!r} has shape {array.shape} and dtype {array.dtype}; "
+                            "vectors must be a numeric (n, d) array with n ≥ 1")
+    return array.reshape(array.shape[0], int(np.prod(array.shape[1:])))
+
+
+def _checked_dataset(path: Path, base, queries=None, labels=None, query_labels=None, neighbors=None,
+                     metric=None) -> Dataset:
+    """A Dataset from a file's arrays, every shape checked against the base; errors name ``path``."""
+    if queries is not None and queries.shape[1] != base.shape[1]:
+        raise DataFileError(f"{path}: queries have d={queries.shape[1]} but the base has d={base.shape[1]}")
+    try:
+        labels = check_labels(None if labels is None else np.asarray(labels).reshape(-1), len(base), "labels")
+        nq = 0 if queries is None else len(queries)
+        if query_labels is not None:
+            if queries is None:
+                raise InvalidParameter("query labels are given but no queries")
+            query_labels = check_labels(np.asarray(query_labels).reshape(-1), nq, "query labels")
+    except PQXError as exc:
+        raise DataFileError(f"{path}: {exc}") from None
+    if neighbors is not None:
+        neighbors = np.asarray(neighbors)
+        if queries is None or neighbors.ndim != 2 or len(neighbors) != nq or not np.issubdtype(neighbors.dtype, np.integer):
+            raise DataFileError(f"{path}: neighbors have shape {neighbors.shape} ({neighbors.dtype}); "
+                                f"they must be integer ids (nq={nq}, k) of the queries' nearest base vectors")
+        if neighbors.size and (neighbors.min() < 0 or neighbors.max() >= len(base)):
+            raise DataFileError(f"{path}: neighbors hold ids outside [0, {len(base) - 1}]; they must index the base")
+        neighbors = neighbors.astype(np.int64)
+    return Dataset(path.stem, base, labels, queries, query_labels, neighbors=neighbors, metric=metric)
+
+
+HDF5_METRICS = {"euclidean": "l2", "angular": "cosine", "dot": "ip", "ip": "ip", "inner_product": "ip"}
+"""ann-benchmarks ``distance`` attribute → our metric name."""
+
+
+def read_hdf5_dataset(path) -> Dataset:
+    """A :class:`Dataset` of an ann-benchmarks HDF5 file: ``train`` (base), ``test`` (queries),
+    ``neighbors`` (given ground truth), ``distance`` attribute (its metric); read into memory.
+    Needs ``h5py`` (imported here only); raises :class:`DataFileError` naming the file when
+    ``train`` is missing or the file is not HDF5, :class:`InvalidParameter` with the install
+    command when h5py is absent."""
+    path = Path(path)
+    try:
+        import h5py
+    except ImportError:
+        raise InvalidParameter(f"{path}: reading HDF5 needs h5py, which is not installed; "
+                               "install it with: pip install 'pq-explorer[hdf5]' (or pip install h5py)") from None
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataFileError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with fh:
+        if "train" not in fh:
+            raise DataFileError(f"{path}: has no 'train' dataset (it holds {', '.join(fh.keys()) or 'nothing'}); "
+                                "the ann-benchmarks layout is train, test, neighbors, distances")
+        distance = fh.attrs.get("distance")
+        distance = distance.decode() if isinstance(distance, bytes) else distance
+        metric = None if distance is None else HDF5_METRICS.get(str(distance).lower())
+        if distance is not None and metric is None:
+            raise DataFileError(f"{path}: distance {distance!r} is not one PQ Explorer searches by; "
+                                f"supported: {', '.join(HDF5_METRICS)}")
+        fields = {"base": _as_matrix(fh["train"][()], path, "train")}
+        if "test" in fh:
+            fields["queries"] = _as_matrix(fh["test"][()], path, "test")
+            if "neighbors" in fh:
+                fields["neighbors"] = fh["neighbors"][()]
+    return _checked_dataset(path, metric=metric, **fields)
+
+
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: no half-written file is left."""
     with atomic_path(path) as tmp:
@@ -216,15 +342,20 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 
 def read_vectors(path) -> np.ndarray:
-    """Read a vector file by its extension: .fvecs, .ivecs, .bvecs, .npy, .idx/.idx3-ubyte/.gz (IDX).
+    """Read a vector file by its extension: .fvecs, .ivecs, .bvecs, .npy, .idx/.idx3-ubyte/.gz (IDX),
+    .npz and .hdf5/.h5 (their base array: see :func:`read_npz_dataset`, :func:`read_hdf5_dataset`).
 
     Returns an (n, d) array (memory-mapped where the format allows); IDX images are flattened.
     """
     path = Path(path)
     if not path.exists():
-        raise DataFileError(f"{path}: no such file; give a path to an .fvecs, .ivecs, .bvecs, .npy or IDX file, "
+        raise DataFileError(f"{path}: no such file; give a path to an .fvecs, .ivecs, .bvecs, .npy, .npz, .hdf5 or IDX file, "
                             f"or one of the built-in datasets: {', '.join(BUILTINS)}")
     name = path.name.lower()
+    if name.endswith(".npz"):
+        return read_npz_dataset(path).base
+    if name.endswith((".hdf5", ".h5")):
+        return read_hdf5_dataset(path).base
     if name.endswith(".fvecs"):
         arr = read_fvecs(path)
     elif name.endswith(".ivecs"):
@@ -236,7 +367,8 @@ def read_vectors(path) -> np.ndarray:
     elif "idx" in name or name.endswith("-ubyte") or name.endswith("-ubyte.gz"):
         arr = read_idx(path)
     else:
-        raise DataFileError(f"{path}: unknown format; supported extensions are .fvecs, .ivecs, .bvecs, .npy and IDX")
+        raise DataFileError(f"{path}: unknown format; supported extensions are .fvecs, .ivecs, .bvecs, .npy, .npz, "
+                            ".hdf5/.h5 and IDX")
     if arr.ndim <= 1:
         return arr
     return arr.reshape(arr.shape[0], int(np.prod(arr.shape[1:])))  # explicit width: -1 fails on 0 rows
@@ -244,22 +376,32 @@ def read_vectors(path) -> np.ndarray:
 
 # --------------------------------------------------------------------------- entry point
 def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLike | None = None,
-         queries: str | os.PathLike | None = None, **options) -> Dataset:
+         queries: str | os.PathLike | None = None, query_labels: str | os.PathLike | None = None,
+         base_key: str | None = None, **options) -> Dataset:
     """Load a built-in dataset by name or vectors from a file.
 
     name_or_path: "digits" (default), "synthetic" (``options``: n, d, n_clusters, spread,
-        random_state), "fashion-mnist", or a path readable by :func:`read_vectors`.
+        random_state), "fashion-mnist", or a path readable by :func:`read_vectors`; an ``.npz``
+        or ann-benchmarks ``.hdf5`` file gives its queries, labels and ground truth too (module
+        docstring), ``base_key`` choosing the ``.npz`` array that is the base.
     labels: optional path to per-vector labels (.npy, .ivecs or IDX).
-    queries: optional path to query vectors in any supported format.
+    queries: optional path to query vectors in any supported format (they replace the file's own).
+    query_labels: optional path to the queries' labels (needs queries): with ``labels`` it
+        makes mAP measurable on a separate query file.
     File-backed bases stay memory-mapped; they are converted to float32 in batches by consumers.
     """
     key = str(name_or_path)
+    suffix = Path(key).suffix.lower()
+    if base_key is not None and suffix != ".npz":
+        raise InvalidParameter(f"base_key (--base-key) names an array of an .npz file; {key} is not one")
     if key == "digits":
         ds = load_digits()
     elif key == "synthetic":
         ds = make_synthetic(**options)
     elif key in ("fashion-mnist", "fashion_mnist"):
         ds = load_fashion_mnist()
+    elif suffix in (".npz", ".hdf5", ".h5") and Path(key).is_file():
+        ds = read_npz_dataset(key, base_key) if suffix == ".npz" else read_hdf5_dataset(key)
     elif os.path.sep in key or Path(key).suffix or Path(key).exists():
         base = read_vectors(key)
         if base.ndim != 2:
@@ -278,8 +420,43 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
         q = read_vectors(queries)
         if q.ndim != 2 or q.shape[1] != ds.dim:
             raise DataFileError(f"{queries}: queries have shape {q.shape} but the base vectors have d={ds.dim}")
-        ds = replace(ds, queries=q)
+        # the file's own ground truth and query labels belong to its own queries
+        ds = replace(ds, queries=q, neighbors=None, query_labels=None)
+    if query_labels is not None:
+        if ds.queries is None:
+            raise InvalidParameter(f"query labels {query_labels} (--query-labels) need queries; give --queries PATH too")
+        qlab = np.asarray(read_vectors(query_labels)).reshape(-1)
+        try:
+            ds = replace(ds, query_labels=check_labels(qlab, len(ds.queries), "query labels"))
+        except PQXError as exc:
+            raise DataFileError(f"{query_labels}: {exc}") from None
     return ds
+
+
+def as_dataset(obj, *, name: str = "array", labels=None) -> Dataset:
+    """A :class:`Dataset` from what a user holds: a Dataset (returned as is), a path or built-in
+    name (:func:`load`), or an array-like of vectors (n, d) — numpy, torch tensor, nested lists —
+    validated by :func:`~explorer.validation.check_vectors`, with optional ``labels`` (n,) (an
+    array, or for a path also a labels file).
+
+    Anything else raises :class:`~explorer.errors.InvalidType` saying what is accepted. Used by
+    front ends (the dashboard) that take "data" in any of these forms.
+    """
+    if isinstance(obj, Dataset):
+        if labels is not None:
+            raise InvalidParameter("labels are given with a Dataset that carries its own; drop labels= or "
+                                   "replace them with dataclasses.replace(ds, labels=...)")
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        if labels is None or isinstance(labels, (str, os.PathLike)):
+            return load(obj, labels=labels)
+        ds = load(obj)
+        return replace(ds, labels=check_labels(labels, ds.n, "labels"))
+    if isinstance(obj, (np.ndarray, list, tuple)) or hasattr(obj, "__array__") or hasattr(obj, "detach"):
+        X = check_vectors(obj, "data")
+        return Dataset(name, X, check_labels(labels, len(X), "labels"))
+    raise InvalidType(f"data has type {type(obj).__name__}; pass an array of vectors (n, d), a Dataset, "
+                      f"a built-in name ({', '.join(BUILTINS)}) or a path to a vector file")
 
 
 def is_memory_mapped(array) -> bool:

@@ -434,7 +434,9 @@ class Quantizer:
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
-            Zs = split_into_subspaces(torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)), self.n_subspaces)
+            # "W": a read-only memory map is copied (torch cannot wrap it), anything else is not
+            rows = np.require(Z[start:start + batch], dtype=np.float32, requirements=["C", "W"])
+            Zs = split_into_subspaces(torch.from_numpy(rows), self.n_subspaces)
             assign, _ = assign_nearest(Zs, C)
             out[start:start + batch] = assign.T.numpy()
         return out
@@ -485,7 +487,7 @@ class Quantizer:
         query sub-vector to each codeword (Jégou et al. 2011, Eq. 13); for ``metric="ip"`` and
         ``"cosine"`` the negated inner products −<q_m, c_mk> (of unit queries for cosine), whose
         sum over m is −<q, x̂>, faiss ``METRIC_INNER_PRODUCT``'s score negated."""
-        Q = self.transform(queries)
+        Q = np.require(self.transform(queries), requirements=["C", "W"])  # a read-only memory map is copied
         nq = len(Q)
         Qs = torch.from_numpy(Q).reshape(nq, self.n_subspaces, -1).permute(1, 0, 2)  # (M, nq, ds)
         C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
