@@ -18,9 +18,10 @@ from .data import Dataset, split_queries
 from .errors import DataFileError, InvalidParameter, InvalidType, PQXError
 from .events import STOP, Recorder, StopSignal, Throttle
 from .methods import Quantizer, available, create
+from .inspect import inspect_faiss
 from .persist import load_model as load
 
 __version__ = "0.1.0"
 __all__ = ["data", "diagnostics", "events", "methods", "metrics", "search", "Dataset", "load", "split_queries",
            "PQXError", "InvalidParameter", "InvalidType", "DataFileError", "Recorder", "StopSignal", "Throttle",
-           "STOP", "Quantizer", "available", "create"]
+           "STOP", "Quantizer", "available", "create", "inspect_faiss"]
