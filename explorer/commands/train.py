@@ -25,8 +25,8 @@ from .. import data, methods
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..events import Recorder, StopSignal
 from ..report import build_report, write_json_atomic
-from ._common import (ProgressBar, add_data_arguments, add_method_arguments, fall_back_device, load_dataset,
-                      method_params)
+from ._common import (ProgressBar, add_data_arguments, add_method_arguments, check_output_path, fall_back_device,
+                      load_dataset, method_params)
 
 HELP = "train a quantizer and report distortion, recall, mAP and codebook health"
 EXIT_INTERRUPTED = 130
@@ -38,6 +38,8 @@ def add_arguments(p):
     p.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="fit on a seeded sample of N base vectors, read from the file alone (default: all)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the full report here")
+    p.add_argument("--save", default=None, metavar="MODEL.pqx",
+                   help="save the trained model here (explorer.load, pqx encode/search --model read it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="save the training state in DIR (atomically)")
     p.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
@@ -80,12 +82,17 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    for path, flag in ((args.json, "--json"), (args.save, "--save")):
+        if path:
+            check_output_path(path, flag)
     params = fall_back_device(method_params(args), "pqx train")
     quantizer = methods.create(args.method, **params)
     state = load_checkpoint(args.resume) if args.resume else None
     ckpt_dir = args.checkpoint or args.resume
     checkpointer = Checkpointer(quantizer, ckpt_dir, every=args.checkpoint_every) if ckpt_dir else None
     ds = load_dataset(args)
+    if ds.metric and "metric" in quantizer.param_names() and getattr(args, "opt_metric", None) is None:
+        quantizer.set_params(metric=ds.metric)  # a file's ground truth says how it ranks (ann-benchmarks distance)
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
     callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)])
@@ -111,4 +118,6 @@ def _run(args) -> int:
           f"fit {report['fit_seconds']:.2f}s")
     if args.json:
         write_json_atomic(args.json, report)
+    if args.save:
+        quantizer.save(args.save)
     return EXIT_INTERRUPTED if interrupted else 0
