@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from explorer import cli, data, methods
+from explorer import data, methods
 from explorer.errors import DataFileError, InvalidParameter, InvalidType
+from test_bad_input import run_cli  # the catalogue's in-process pqx (argparse errors exit via SystemExit)
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,6 @@ def files(tmp_path_factory):
     faiss.write_index(faiss.IndexFlatL2(16), str(d / "flat.faissindex"))
     (d / "junk.faissindex").write_bytes(b"\0" * 64)
     return {p.stem + p.suffix.replace(".", "_"): str(p) for p in d.iterdir()}
-
-
-def run_cli(argv) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as exc:
-        return exc.code
 
 
 CASES = {
