@@ -90,6 +90,10 @@ class Checkpointer:
 
     It runs inside the step, so the saved state is exactly the one after that step; the final
     save (also after a stop or Ctrl-C) makes ``--resume`` continue from the last step trained.
+    Only *resumable* steps are saved (``quantizer.at_resumable_step``): a step a mini-batch
+    method reports in the middle of an epoch is not, so its checkpoints stay at epoch ends and
+    a stop mid-epoch resumes from the last epoch completed. ``every`` counts
+    ``quantizer.resumable_steps`` (iterations for PQ, epochs for the deep methods).
     """
 
     def __init__(self, quantizer, directory: str | os.PathLike, every: int = 1) -> None:
@@ -108,7 +112,7 @@ class Checkpointer:
         self.saved_steps.append(int(state["step"]))
 
     def __call__(self, event) -> None:
-        if isinstance(event, Step) and event.step % self.every == 0:
-            self._save()
-        elif isinstance(event, FitFinished):
+        if not isinstance(event, (Step, FitFinished)) or not self.quantizer.at_resumable_step:
+            return
+        if isinstance(event, FitFinished) or self.quantizer.resumable_steps % self.every == 0:
             self._save()

@@ -26,7 +26,103 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .events import perplexity_from_usage, usage_counts
+from .errors import InvalidParameter, InvalidType
+
+_USAGE_BLOCK = 1 << 16  # codes counted per block: the int64 copies stay at 0.5 MB whatever n is
+
+
+def _is_tensor(x) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "device")
+
+
+def code_matrix(codes, n_subspaces: int | None = None, name: str = "codes"):
+    """``codes`` as an integer (n, M) matrix (numpy or torch, where it lives; no copy when possible).
+
+    ``codes`` is (..., M) — vector-quantize-pytorch's (b, n, heads) and ResidualVQ's (..., levels)
+    put the codebook on the last axis — or, when ``n_subspaces`` is 1, any shape (every entry a
+    code of the one codebook). Raises :class:`InvalidType` for float or non-numeric codes and
+    :class:`InvalidParameter` when the last axis is not M.
+    """
+    if not _is_tensor(codes):
+        codes = np.asarray(codes)
+    dtype = str(codes.dtype)
+    if codes.dtype == bool or not any(t in dtype for t in ("int", "uint")):
+        raise InvalidType(f"{name} has dtype {dtype}; pass integer codeword indices (the indices a quantizer "
+                          "returns, e.g. the second output of VectorQuantize), not quantized vectors or probabilities")
+    if n_subspaces is None:
+        if codes.ndim != 2:
+            raise InvalidParameter(f"{name} must be 2-D (n, M); got shape {tuple(codes.shape)}")
+        return codes
+    if n_subspaces == 1 and (codes.ndim == 0 or codes.shape[-1] != 1):
+        return codes.reshape(-1, 1)
+    if codes.ndim == 0 or codes.shape[-1] != n_subspaces:
+        raise InvalidParameter(f"{name} has shape {tuple(codes.shape)}, whose last axis is not n_subspaces (M)="
+                               f"{n_subspaces}; pass codes of shape (..., {n_subspaces}) with the codebook on the "
+                               "last axis, or set n_subspaces to the size of that axis")
+    return codes.reshape(-1, n_subspaces)
+
+
+def usage_counts(codes, n_codewords: int, *, ignore_index: int | None = None, name: str = "codes") -> np.ndarray:
+    """(M, K) int64 counts of each codeword in ``codes`` (n, M), numpy or a torch tensor.
+
+    A tensor is counted where it lives (``torch.bincount`` with per-subspace offsets, on its
+    device); only the (M, K) counts move to the CPU. Numpy codes are counted in blocks of rows, so
+    the uint8 codes of a huge base are never copied whole to int64. Entries equal to
+    ``ignore_index`` (vector-quantize-pytorch's -1 for masked positions and dropped levels) are
+    skipped; any other entry outside [0, K) raises :class:`InvalidParameter` naming the value.
+    """
+    codes = code_matrix(codes, None, name)
+    n_sub = int(codes.shape[1])
+    K = int(n_codewords)
+    if _is_tensor(codes):
+        return _usage_counts_torch(codes, K, ignore_index, name)
+    offsets = np.arange(n_sub, dtype=np.int64)[None, :] * K
+    rows = max(1, _USAGE_BLOCK // max(n_sub, 1))
+    counts = np.zeros(n_sub * K, dtype=np.int64)
+    for start in range(0, max(len(codes), 1), rows):
+        block = codes[start:start + rows].astype(np.int64)
+        keep = None if ignore_index is None else block != ignore_index
+        valid = block if keep is None else block[keep]
+        if valid.size and (valid.min() < 0 or valid.max() >= K):
+            _out_of_range(int(valid.min()) if valid.min() < 0 else int(valid.max()), K, ignore_index, name)
+        flat = (block + offsets) if keep is None else (block + offsets)[keep]
+        counts += np.bincount(flat.ravel(), minlength=n_sub * K)
+    return counts.reshape(n_sub, K)
+
+
+def _usage_counts_torch(codes, K: int, ignore_index, name: str) -> np.ndarray:
+    import torch
+    codes = codes.detach()
+    n_sub = int(codes.shape[1])
+    flat = codes.long() + torch.arange(n_sub, device=codes.device, dtype=torch.long)[None, :] * K
+    if ignore_index is not None:
+        keep = codes != ignore_index
+        valid, flat = codes[keep], flat[keep]
+    else:
+        valid = codes
+    if valid.numel():
+        lo, hi = int(valid.min()), int(valid.max())  # one small sync: codes stay on their device
+        if lo < 0 or hi >= K:
+            _out_of_range(lo if lo < 0 else hi, K, ignore_index, name)
+    counts = torch.bincount(flat.reshape(-1), minlength=n_sub * K)
+    return counts.reshape(n_sub, K).cpu().numpy().astype(np.int64)
+
+
+def _out_of_range(value: int, K: int, ignore_index, name: str):
+    skip = (f" (entries equal to ignore_index={ignore_index} are skipped)" if ignore_index is not None
+            else "; pass ignore_index=-1 to skip masked entries")
+    raise InvalidParameter(f"{name} holds {value}, outside [0, n_codewords (K)={K}){skip}; "
+                           "check that K matches the quantizer's codebook size")
+
+
+def perplexity_from_usage(usage: np.ndarray) -> np.ndarray:
+    """(M,) exp(entropy) of each row of ``usage`` (M, K) taken as a distribution; 1 ≤ value ≤ K."""
+    usage = np.asarray(usage, dtype=np.float64)
+    total = usage.sum(axis=1, keepdims=True)
+    p = usage / np.maximum(total, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    return np.exp(ent)
 
 MIN_PERPLEXITY_RATIO = 0.25
 MAX_DEAD_FRACTION = 0.5
@@ -47,9 +143,9 @@ class SubspaceVerdict:
         return dict(self.__dict__)
 
 
-def usage_histogram(codes: np.ndarray, n_codewords: int) -> np.ndarray:
-    """(M, K) counts of each codeword over ``codes`` (n, M)."""
-    return usage_counts(codes, n_codewords)
+def usage_histogram(codes, n_codewords: int, *, ignore_index: int | None = None) -> np.ndarray:
+    """(M, K) counts of each codeword over ``codes`` (n, M); see :func:`usage_counts`."""
+    return usage_counts(codes, n_codewords, ignore_index=ignore_index)
 
 
 def perplexity(usage: np.ndarray) -> np.ndarray:

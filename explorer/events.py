@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .diagnostics import dead_codes, perplexity_from_usage, usage_counts  # noqa: F401  (re-exported)
+
 STOP = "stop"
 """Return value with which a callback asks the run to stop after the current step."""
 
@@ -39,6 +41,7 @@ def _plain(value):
 
 class _Event:
     kind: str = "event"
+    _arrays: dict = {}  # field name -> dtype of the fields that are numpy arrays (restored by from_dict)
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every field, with ``kind`` first."""
@@ -46,11 +49,65 @@ class _Event:
         out.update({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "_Event":
+        """The event a :meth:`to_dict` (or a line of an event log) describes, typed by its ``kind``.
+
+        Called on the base class it dispatches on ``data["kind"]`` to the event type of that kind;
+        keys that are not fields (an event log's ``wall_time``) are ignored, arrays come back as
+        numpy arrays and nulls in float arrays or loss dicts (NaN written as null) as NaN.
+        Raises :class:`~explorer.errors.DataFileError` for an unknown kind.
+        """
+        if cls is _Event or "kind" not in cls.__dict__:
+            return event_type(data.get("kind"))._from_fields(data)
+        return cls._from_fields(data)
+
+    @classmethod
+    def _from_fields(cls, data: dict) -> "_Event":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        for name, dtype in cls._arrays.items():
+            if values.get(name) is not None:
+                values[name] = _array(values[name], dtype)
+        return cls(**values)
+
+
+def _array(value, dtype) -> np.ndarray:
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        value = _nulls_to_nan(value)
+    return np.asarray(value, dtype=dtype)
+
+
+def _nulls_to_nan(value):
+    if value is None:
+        return float("nan")
+    if isinstance(value, list):
+        return [_nulls_to_nan(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _nulls_to_nan(v) for k, v in value.items()}
+    return value
+
+
+def event_type(kind) -> type:
+    """The event class whose ``kind`` is ``kind`` (every subclass of the event base, wherever defined)."""
+    stack, seen = list(_Event.__subclasses__()), {}
+    while stack:
+        sub = stack.pop()
+        seen.setdefault(sub.__dict__.get("kind"), sub)
+        stack.extend(sub.__subclasses__())
+    if kind not in seen or kind is None:
+        from .errors import DataFileError
+        known = ", ".join(sorted(k for k in seen if k))
+        raise DataFileError(f"unknown event kind {kind!r}; known kinds: {known}")
+    return seen[kind]
+
 
 @dataclass(frozen=True)
 class FitStarted(_Event):
-    """Training began: ``method`` name, its ``params`` and the data shape (n_samples × dim).
+    """Training began: ``method`` name, its ``params``, M and K, and the data shape (n_samples × dim).
 
+    n_samples, dim: None when the trainer cannot know them (a :class:`~explorer.monitor.CodebookMonitor`
+    watching a user's own loop sees codes, not the data set).
     usable_codewords: the most codewords per subspace the method can be expected to use, when
     that is fewer than K — the number of classes for supervised methods whose codes follow the
     classes (DPQ, FPPQ); None otherwise. Collapse views judge usage against it.
@@ -58,10 +115,10 @@ class FitStarted(_Event):
 
     method: str
     params: dict
-    n_samples: int
-    dim: int
     n_subspaces: int
     n_codewords: int
+    n_samples: int | None = None
+    dim: int | None = None
     usable_codewords: int | None = None
     kind = "fit_started"
 
@@ -79,6 +136,7 @@ class EmbeddingSample(_Event):
     codes: np.ndarray
     codebooks: np.ndarray
     kind = "embedding_sample"
+    _arrays = {"subvectors": np.float32, "codes": np.int64, "codebooks": np.float32}
 
 
 @dataclass(frozen=True)
@@ -93,6 +151,9 @@ class Step(_Event):
         hard reconstructions, "agreement": fraction of argmax(soft) == hard code}``; else None.
     sample: an :class:`EmbeddingSample` when a subscriber asked for one this step; else None.
     elapsed: seconds since the fit started.
+    epoch: for methods trained by mini-batch epochs, the epochs completed at this step as a
+        fraction (1.5: half-way through the second epoch); None for methods whose steps are
+        iterations or stages.
     """
 
     step: int
@@ -103,7 +164,33 @@ class Step(_Event):
     soft_hard: dict | None = None
     sample: EmbeddingSample | None = None
     elapsed: float = 0.0
+    epoch: float | None = None
     kind = "step"
+    _arrays = {"usage": np.int64, "perplexity": np.float64, "dead_codes": np.int64}
+
+    @classmethod
+    def _from_fields(cls, data: dict) -> "Step":
+        data = dict(data)
+        data["losses"] = _nulls_to_nan(data.get("losses") or {})
+        if data.get("soft_hard") is not None:
+            data["soft_hard"] = _nulls_to_nan(data["soft_hard"])
+        if data.get("sample") is not None:
+            data["sample"] = EmbeddingSample._from_fields(data["sample"])
+        return super()._from_fields.__func__(cls, data)
+
+    @classmethod
+    def from_usage(cls, step: int, losses: dict, usage, *, soft_hard: dict | None = None,
+                   sample: EmbeddingSample | None = None, elapsed: float = 0.0,
+                   epoch: float | None = None) -> "Step":
+        """The step event of ``usage`` (M, K) counts: perplexity and dead codes computed by
+        :mod:`explorer.diagnostics`, losses and soft-vs-hard figures as floats. The one way
+        from counts to a :class:`Step`, shared by every built-in method (through
+        :meth:`TrainingRun.step`) and by :class:`~explorer.monitor.CodebookMonitor`."""
+        usage = np.asarray(usage)
+        return cls(step=int(step), losses={str(k): float(v) for k, v in losses.items()}, usage=usage,
+                   perplexity=perplexity_from_usage(usage), dead_codes=dead_codes(usage),
+                   soft_hard=None if soft_hard is None else {k: float(v) for k, v in soft_hard.items()},
+                   sample=sample, elapsed=float(elapsed), epoch=None if epoch is None else float(epoch))
 
     @property
     def loss(self) -> float:
@@ -244,33 +331,6 @@ class Throttle:
         return self.callback(event)
 
 
-_USAGE_BLOCK = 1 << 16  # codes counted per block: the int64 copies stay at 0.5 MB whatever n is
-
-
-def usage_counts(codes: np.ndarray, n_codewords: int) -> np.ndarray:
-    """(M, K) int64 counts of each code in ``codes`` (n, M), counted in blocks of rows (uint8
-    codes of a huge base are not copied whole to int64)."""
-    codes = np.asarray(codes)
-    n_sub = codes.shape[1]
-    offsets = np.arange(n_sub, dtype=np.int64)[None, :] * n_codewords
-    rows = max(1, _USAGE_BLOCK // n_sub)
-    counts = np.zeros(n_sub * n_codewords, dtype=np.int64)
-    for start in range(0, max(len(codes), 1), rows):
-        flat = codes[start:start + rows].astype(np.int64) + offsets
-        counts += np.bincount(flat.ravel(), minlength=n_sub * n_codewords)
-    return counts.reshape(n_sub, n_codewords)
-
-
-def perplexity_from_usage(usage: np.ndarray) -> np.ndarray:
-    """(M,) exp(entropy) of each row of ``usage`` (M, K) taken as a distribution; 1 ≤ value ≤ K."""
-    usage = np.asarray(usage, dtype=np.float64)
-    total = usage.sum(axis=1, keepdims=True)
-    p = usage / np.maximum(total, 1e-12)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    return np.exp(ent)
-
-
 class TrainingRun:
     """What a method's training loop talks to: emits events, hears stop requests.
 
@@ -284,6 +344,7 @@ class TrainingRun:
         self._stop = stop
         self.stopped = False
         self.steps = 0
+        self.resumable = True
         self._t0 = time.perf_counter()
         periods = [int(getattr(cb, "sample_every", 0) or 0) for cb in self.callbacks]
         periods = [p for p in periods if p > 0]
@@ -312,32 +373,30 @@ class TrainingRun:
 
     def step(self, step: int, losses: dict, *, n_codewords: int, codes: np.ndarray | None = None,
              usage: np.ndarray | None = None, soft_hard: dict | None = None,
-             sample: Callable[[], EmbeddingSample] | None = None) -> bool:
+             sample: Callable[[], EmbeddingSample] | None = None, epoch: float | None = None,
+             resumable: bool = True) -> bool:
         """Report one step; return True to continue, False when a stop was requested.
 
         Give either ``codes`` (n, M) assigned this step or ``usage`` (M, K) counts. ``sample``
         is a zero-argument function building an :class:`EmbeddingSample`; it is called only
-        when a subscriber asked for samples at this step.
+        when a subscriber asked for samples at this step. ``epoch`` is the fractional epoch of
+        a mini-batch method (see :class:`Step`). ``resumable`` says whether training could be
+        continued from the state after this step (False for a step reported in the middle of
+        an epoch): a :class:`~explorer.checkpoint.Checkpointer` saves only at resumable steps.
         """
         self.steps = step
+        self.resumable = bool(resumable)
         if self.callbacks:
             if usage is None:
                 usage = usage_counts(codes, n_codewords)
-            usage = np.asarray(usage)
-            event = Step(
-                step=step,
-                losses={k: float(v) for k, v in losses.items()},
-                usage=usage,
-                perplexity=perplexity_from_usage(usage),
-                dead_codes=(usage == 0).sum(axis=1),
-                soft_hard=None if soft_hard is None else {k: float(v) for k, v in soft_hard.items()},
-                sample=sample() if (sample is not None and self.wants_sample(step)) else None,
-                elapsed=self.elapsed,
-            )
-            self.emit(event)
+            self.emit(Step.from_usage(step, losses, usage, soft_hard=soft_hard, elapsed=self.elapsed, epoch=epoch,
+                                      sample=sample() if (sample is not None and self.wants_sample(step)) else None))
         return not self.stop_requested()
 
     def note(self, topic: str, message: str, **data) -> None:
         """Emit a method-specific :class:`Note` (cheap; skipped when nobody listens)."""
         if self.callbacks:
             self.emit(Note(step=self.steps, topic=topic, message=message, data={k: _plain(v) for k, v in data.items()}))
+
+
+from .eventlog import EventLog, EventLogDir, read_events  # noqa: E402  (the log format lives in its own module)

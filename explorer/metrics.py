@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .events import perplexity_from_usage, usage_counts
+from .diagnostics import perplexity_from_usage, usage_counts
 
 __all__ = ["l2_normalize", "distortion", "recall_at", "recalls", "average_precisions", "mean_average_precision", "map_in_blocks",
            "queries_per_block", "usage_counts", "perplexity_from_usage",

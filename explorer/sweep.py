@@ -113,29 +113,58 @@ def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_stat
         # Unsupervised methods never see the labels: they are for scoring (mAP) only, as in pqx train.
         X, y = training_set(ds, train_size, random_state)
         quantizer.fit(X, y if quantizer.supervised else None, callbacks=fit_callbacks, stop=stop)
-        ev = evaluate(quantizer, ds, gt)
+        row = quantizer_row(quantizer, ds, gt, bits=bits)
     except Exception as exc:  # one failed run must not end the sweep: it becomes an error row
         row["error"] = _error(exc)
         return row, None
+    return row, quantizer
+
+
+def quantizer_row(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, bits: int | None = None) -> dict:
+    """The result row (see the module doc) of a fitted ``quantizer`` measured on ``ds`` (which
+    has queries) by :func:`~explorer.report.evaluate`: the one row format of the sweep, the
+    dashboard's recall-vs-bits view and ``pqx sweep --json``. ``bits``: the code length the
+    caller asked for (a ``note`` says when the method's grid gave another); default the model's."""
+    ev = evaluate(quantizer, ds, gt)
+    row = _empty_row(quantizer.name, quantizer.bits, ds.name, False)
     row.update(subspaces=int(quantizer.n_subspaces), codewords=int(quantizer.n_codewords),
                distortion=float(ev["distortion"]), recall_at=ev["recall_at"], map=ev["map"],
                fit_seconds=float(quantizer.fit_seconds_), encode_seconds=float(ev["encode_seconds"]),
                collapsed_subspaces=int(np.sum(ev["collapsed"])), dead_codes=int(np.sum(ev["dead_codes"])),
                perplexity_mean=float(np.mean(ev["perplexity"])))
-    if quantizer.stopped_:
+    if bits is not None:
+        row["bits"] = int(bits)
+    if getattr(quantizer, "stopped_", False):
         row["stopped"] = True
-    if quantizer.bits != bits:
+    if bits is not None and quantizer.bits != bits:
         row["note"] = f"the method's grid gives {quantizer.bits} bits for the requested {bits}"
-    return row, quantizer
+    return row
 
 
 def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
                   train_size: int | None = None, batch_size: int | None = None,
                   map_block: int | None = None) -> dict:
-    """Train faiss reference ``kind`` (pq, opq, rq, lsq) with M = bits/8 codebooks of 256 and
-    measure it as our rows are measured: distortion in the input space, ADC search of the
-    queries through the faiss index, mAP over the whole base with labels. ``train_size``: train
-    on the same seeded sample as :func:`run_method`.
+    """The row of faiss reference ``kind`` (pq, opq, rq, lsq) at ``bits``: M = bits/8 codebooks
+    of 256 codewords, measured by :func:`reference_row`; the row's ``bits`` is the one asked for."""
+    row = _empty_row(f"faiss-{kind}", bits, ds.name, True)
+    try:
+        params = registry.Quantizer.grid_for_bits(bits, ds.dim)
+    except Exception as exc:
+        row["error"] = _error(exc)
+        return row
+    return reference_row(kind, ds, gt, params["n_subspaces"], params["n_codewords"], random_state=random_state,
+                         train_size=train_size, batch_size=batch_size, map_block=map_block)
+
+
+def reference_row(kind: str, ds: Dataset, gt: np.ndarray, n_subspaces: int, n_codewords: int = 256, *,
+                  random_state: int = 0, train_size: int | None = None, batch_size: int | None = None,
+                  map_block: int | None = None) -> dict:
+    """Train faiss reference ``kind`` (pq, opq, rq, lsq) with ``n_subspaces`` codebooks of
+    ``n_codewords`` (a power of two: faiss's constraint) and measure it as our rows are measured:
+    distortion in the input space, ADC search of the queries through the faiss index, mAP over
+    the whole base with labels. ``train_size``: train on the same seeded sample as
+    :func:`run_method`. The row is named ``faiss-<kind>`` with ``"reference": True``; errors
+    become its ``error`` field.
 
     The base is measured in bounded memory, as :func:`~explorer.report.evaluate` measures our
     rows (:func:`~explorer.search.evaluate_faiss`): read, encoded, decoded for the distortion and
@@ -148,15 +177,14 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
 
     ``random_state`` seeds faiss PQ's k-means; OPQ, RQ and LSQ use faiss's fixed internal seeds.
     """
-    row = _empty_row(f"faiss-{kind}", bits, ds.name, True)
+    M, K = int(n_subspaces), int(n_codewords)
+    row = _empty_row(f"faiss-{kind}", M * max(1, int(np.log2(max(K, 2)))), ds.name, True,
+                     {"n_subspaces": M, "n_codewords": K})
     try:
         if kind not in REFERENCES:
             raise InvalidParameter(f"unknown faiss reference {kind!r}; use {', '.join(REFERENCES)}")
-        params = registry.Quantizer.grid_for_bits(bits, ds.dim)
-        M, K = params["n_subspaces"], params["n_codewords"]
-        row.update(subspaces=M, codewords=K)
         if kind in ("pq", "opq") and ds.dim % M:
-            raise InvalidParameter(f"M={M} subspaces (for {bits} bits) do not divide d={ds.dim}")
+            raise InvalidParameter(f"M={M} subspaces (for {row['bits']} bits) do not divide d={ds.dim}")
         t0 = time.perf_counter()
         with native_stderr_silenced():
             index = faiss_reference(kind, check_vectors(training_set(ds, train_size, random_state)[0], "base"),
@@ -171,12 +199,31 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
     codes = ev["codes"]
     row.update(distortion=float(ev["distortion"]), recall_at=metrics.recalls(ev["ranking"], gt, RECALL_AT),
                map=ev["map"], fit_seconds=float(fit_seconds), encode_seconds=float(ev["encode_seconds"]))
-    if codes.shape[1] == M:  # one byte per codebook: usage is readable from the codes
+    if codes.shape[1] == M and K <= 256:  # one byte per codebook: usage is readable from the codes
         usage = diagnostics.usage_histogram(codes, K)
         row.update(collapsed_subspaces=int(np.sum(diagnostics.collapsed_mask(usage))),
                    dead_codes=int(np.sum(diagnostics.dead_codes(usage))),
                    perplexity_mean=float(np.mean(diagnostics.perplexity(usage))))
     return row
+
+
+DASHBOARD_REFERENCES = {"pq": (2, 4, 8, 16), "opq": (4, 8)}
+"""M of each faiss reference curve the dashboard draws: faiss OPQ trains 50 rounds (on digits at
+K=256 ~1.3 s at M=4 and ~3.7 s at M=8 on one core), so its curve gets two points; PQ is cheap."""
+
+
+def reference_rows(ds: Dataset, gt: np.ndarray, n_codewords: int, subspaces: dict = DASHBOARD_REFERENCES, *,
+                   random_state: int = 1234) -> list[dict]:
+    """:func:`reference_row` for every kind and M in ``subspaces`` ({kind: (M, ...)}) whose M
+    divides the dimension, at ``n_codewords`` (rows whose training failed are left out)."""
+    rows = []
+    for kind, ms in subspaces.items():
+        for M in ms:
+            if ds.dim % M == 0:
+                row = reference_row(kind, ds, gt, M, n_codewords, random_state=random_state)
+                if "error" not in row:
+                    rows.append(row)
+    return rows
 
 
 def record_without_samples(recorder: Recorder) -> Callable:
@@ -258,5 +305,5 @@ def flat_row(row: dict) -> dict:
     return {c: out.get(c) for c in CSV_COLUMNS}
 
 
-__all__ = ["SweepRow", "sweep", "record_without_samples", "run_method", "run_reference", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
+__all__ = ["SweepRow", "sweep", "record_without_samples", "run_method", "run_reference", "quantizer_row", "reference_row", "reference_rows", "DASHBOARD_REFERENCES", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
            "CSV_COLUMNS"]

@@ -93,7 +93,7 @@ def _step(i):
 
 def test_recorder_is_a_bounded_ring_buffer():
     rec = Recorder(max_steps=10)
-    rec(FitStarted("pq", {}, 10, 4, 2, 4))
+    rec(FitStarted(method="pq", params={}, n_samples=10, dim=4, n_subspaces=2, n_codewords=4))
     for i in range(1, 1001):
         rec(_step(i))
     assert len(rec.steps) == 10 and rec.steps[0].step == 991 and rec.last.step == 1000

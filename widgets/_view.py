@@ -6,15 +6,106 @@ pushes that state into the view's single ``plotly`` ``FigureWidget`` inside one
 ``batch_update`` (one message to the browser). Calling a view with an event does both, which is
 what unit tests and recorded-stream replays use; the dashboard instead observes every event
 and redraws through :class:`explorer.events.Throttle`, a few times a second.
+
+``snapshot()`` exports the figure as a static PNG or SVG (plotly's kaleido driving a headless
+Chromium), which notebooks display after a programmatic run so that GitHub and nbviewer, which
+keep no widget state, show the pictures too.
 """
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import threading
-from typing import Iterable
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
+from explorer.atomic import atomic_path
+from explorer.errors import InvalidParameter
 from explorer.events import FitFailed, FitFinished, FitStarted, Note, Recorder, Step
+
+SNAPSHOT_FORMATS = ("png", "svg")
+DEFAULT_CHROMIUM = "/usr/bin/chromium"  # Debian's package, what .ci/run installs
+_export_lock = threading.Lock()
+_server_started = False
+
+
+def _start_kaleido() -> None:
+    """Point kaleido at Debian's Chromium (unless BROWSER_PATH says otherwise) and keep one
+    browser running for the process: the first export then costs ~4 s, later ones ~0.3 s."""
+    global _server_started
+    if _server_started:
+        return
+    if not os.environ.get("BROWSER_PATH"):
+        found = DEFAULT_CHROMIUM if os.path.exists(DEFAULT_CHROMIUM) else shutil.which("chromium")
+        if found:
+            os.environ["BROWSER_PATH"] = found
+    import kaleido
+
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+    except Exception as exc:  # choreographer's ChromeNotFoundError and kin
+        raise RuntimeError(f"snapshot needs Chromium or Chrome for kaleido: {exc} (on Debian: apt-get install "
+                           "chromium; elsewhere set BROWSER_PATH to the browser's executable)") from exc
+    atexit.register(kaleido.stop_sync_server, silence_warnings=True)
+    _server_started = True
+
+
+def figure_image(figure, format: str = "png", width: int | None = None, height: int | None = None,
+                 scale: float = 1.0) -> bytes:
+    """Return ``figure`` (a plotly Figure or FigureWidget) rendered as PNG or SVG bytes.
+
+    width, height: pixels (default: the figure's layout size, else plotly's 700 x 500).
+    scale: PNG resolution multiplier (2 for high-DPI screens; larger files).
+    """
+    if format not in SNAPSHOT_FORMATS:
+        raise InvalidParameter(f"format={format!r} is not supported; use one of {', '.join(SNAPSHOT_FORMATS)}")
+    with _export_lock:
+        _start_kaleido()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "kopts ignored when using a server"
+            return pio.to_image(figure, format=format, width=width, height=height, scale=scale)
+
+
+def _displayable(data: bytes, format: str):
+    """An IPython ``Image`` (PNG) or ``SVG`` holding ``data``: a notebook shows it as a static picture."""
+    from IPython.display import SVG, Image
+
+    return Image(data=data, format="png") if format == "png" else SVG(data=data)
+
+
+def _write(path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+class Snapshots(dict):
+    """Static pictures of several views, ``{name: IPython Image or SVG}``; displaying it shows
+    every picture in turn, one output each, in the order of the views."""
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        for image in self.values():
+            display(image)
+
+
+def snapshot_figures(figures: Mapping[str, go.Figure], path=None, format: str = "png", **size) -> Snapshots:
+    """Return :class:`Snapshots` of ``figures`` ({name: figure}); with ``path`` (a folder, created
+    if missing) also write each one to ``path/<name>.<format>``. ``size``: see :func:`figure_image`."""
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    shots = Snapshots()
+    for name, figure in figures.items():
+        data = figure_image(figure, format, **size)
+        if path is not None:
+            _write(Path(path) / f"{name}.{format}", data)
+        shots[name] = _displayable(data, format)
+    return shots
 
 
 class View:
@@ -73,6 +164,21 @@ class View:
         raise NotImplementedError  # pragma: no cover
 
     # ---------------------------------------------------------------- display
+    def snapshot(self, path=None, format: str = "png", **size):
+        """Return this view's figure as a static picture (an IPython ``Image`` for PNG, ``SVG``
+        for SVG) that a notebook displays and keeps in its saved outputs.
+
+        path: also write the picture to this file. format: "png" or "svg".
+        size: ``width``/``height`` in pixels and ``scale`` (see :func:`figure_image`).
+        Needs Chromium (Debian's ``/usr/bin/chromium`` is used unless ``BROWSER_PATH`` is set).
+        """
+        with self._lock:  # a consistent copy, even while a training thread redraws
+            figure = go.Figure(self.figure.to_dict())
+        data = figure_image(figure, format, **size)
+        if path is not None:
+            _write(path, data)
+        return _displayable(data, format)
+
     @property
     def widget(self):
         """The ipywidget to display: the figure, or a box holding it with the view's controls."""

@@ -32,61 +32,16 @@ import numpy as np
 from explorer import data as datasets
 from explorer import methods
 from explorer.events import Recorder, Step, StopSignal, Throttle
-from explorer.metrics import recalls
-from explorer.report import RECALL_AT, evaluate
-from explorer.search import native_stderr_silenced
-from explorer.sweep import record_without_samples
+from explorer.report import RECALL_AT
+from explorer.sweep import DASHBOARD_REFERENCES, quantizer_row, record_without_samples, reference_rows
 
-from .collapse import CollapseView
-from .embedding import EmbeddingView
-from .losses import LossView
 from .recall_bits import RecallBitsView
-from .soft_hard import SoftHardView
-from .usage import UsageView
+from .run_view import RunView, _section
 
 COMMON = ("n_subspaces", "n_codewords", "n_iter", "epochs", "random_state", "device")
 DATASETS = ("digits", "synthetic")
-# faiss OPQ trains 50 rounds: on digits at K=256 that is ~1.3 s at M=4 and ~3.7 s at M=8 on one
-# core, so its curve gets two points; PQ is cheap (~0.1 s each).
-REFERENCE_SUBSPACES = {"pq": (2, 4, 8, 16), "opq": (4, 8)}
 RECORDED_STEPS = 200
 """Steps of each fit the recall-vs-bits view keeps (a bounded Recorder) to reopen that run on click."""
-
-
-# --------------------------------------------------------------------------- result rows
-def result_row(quantizer, ds, gt=None) -> dict:
-    """The recall-vs-bits row of a fitted quantizer, measured by :func:`explorer.report.evaluate`."""
-    ev = evaluate(quantizer, ds, gt)
-    return {"method": quantizer.name, "bits": int(quantizer.bits), "subspaces": int(quantizer.n_subspaces),
-            "codewords": int(quantizer.n_codewords), "recall_at": ev["recall_at"], "map": ev["map"],
-            "reference": False, "distortion": float(ev["distortion"]), "stopped": bool(getattr(quantizer, "stopped_", False))}
-
-
-def reference_rows(ds, gt, n_codewords: int, subspaces=REFERENCE_SUBSPACES, seed: int = 1234) -> list[dict]:
-    """Rows of faiss PQ and OPQ (``explorer.search.faiss_reference``) trained on ``ds.base``.
-
-    Named as :mod:`explorer.sweep` names them (``faiss-pq``, ``faiss-opq``, ``"reference": True``).
-
-    One row per kind and M in ``subspaces[kind]`` that divides the dimension; K must be a power
-    of two (faiss's constraint). Measured like our rows: ADC search of the held-out queries, the
-    base ranked a block of queries at a time for mAP (:func:`explorer.search.evaluate_faiss`).
-    """
-    from explorer.search import evaluate_faiss, faiss_reference
-    base = np.ascontiguousarray(ds.base, dtype=np.float32)
-    labelled = ds.labels is not None and ds.query_labels is not None
-    rows = []
-    for kind, ms in subspaces.items():
-        for M in ms:
-            if ds.dim % M:
-                continue
-            with native_stderr_silenced():
-                index = faiss_reference(kind, base, M, n_codewords, seed=seed)
-            ev = evaluate_faiss(index, base, ds.queries, k=max(RECALL_AT), query_labels=ds.query_labels if labelled else None,
-                                base_labels=ds.labels if labelled else None)
-            rows.append({"method": f"faiss-{kind}", "bits": int(M * np.log2(n_codewords)), "subspaces": M,
-                         "codewords": n_codewords, "recall_at": recalls(ev["ranking"], gt, RECALL_AT),
-                         "map": ev["map"], "reference": True})
-    return rows
 
 
 # --------------------------------------------------------------------------- knobs
@@ -146,7 +101,7 @@ class Dashboard:
     interval: seconds between redraws (the throttle). sample_every: steps between embedding samples.
     n_queries / seed: held-out queries for recall and the seed of split and training.
     references: draw faiss PQ/OPQ reference curves (trained once per dataset and K, after the first
-        fit); a dict {"pq": (M, ...), "opq": (M, ...)} picks the points (default REFERENCE_SUBSPACES).
+        fit); a dict {"pq": (M, ...), "opq": (M, ...)} picks the points (default explorer.sweep.DASHBOARD_REFERENCES).
     background_embedding: project embedding samples in a thread (False: in the training thread).
     """
 
@@ -173,14 +128,13 @@ class Dashboard:
         self._lock = threading.Lock()
         self._last_step = None
 
-        # views
-        self.usage = UsageView(params.get("n_subspaces", 8), params.get("n_codewords", 256))
-        self.collapse = CollapseView(params.get("n_subspaces", 8))
-        self.soft_hard = SoftHardView()
-        self.embedding = EmbeddingView(algorithm=embedding, sample_every=sample_every,
-                                       background=background_embedding)
+        # views: one RunView for the run being trained, plus recall vs bits across runs
+        self.run = RunView(n_subspaces=params.get("n_subspaces", 8), n_codewords=params.get("n_codewords", 256),
+                           interval=interval, sample_every=sample_every, embedding=embedding,
+                           background_embedding=background_embedding)
+        self.usage, self.collapse, self.soft_hard = self.run.usage, self.run.collapse, self.run.soft_hard
+        self.embedding, self.losses = self.run.embedding, self.run.losses
         self.recall = RecallBitsView()
-        self.losses = LossView()
         self.views = {"usage": self.usage, "collapse": self.collapse, "soft_hard": self.soft_hard,
                       "embedding": self.embedding, "recall": self.recall, "losses": self.losses}
 
@@ -345,20 +299,19 @@ class Dashboard:
         return quantizer, ds, gt
 
     def _train(self, quantizer, ds, gt, pace: float = 0.0, reraise: bool = False) -> None:
-        redraw = Throttle(self._redraw, interval=self.interval)
-        views = list(self.views.values())
+        status = Throttle(self._step_status, interval=self.interval)
+        views = self.run.callback  # observes every event, redraws the run's views a few times a second
         planned = quantizer.planned_steps
 
         def on_event(event):
-            for view in views:
-                view.observe(event)
+            views(event)
             if isinstance(event, Step):
                 self._last_step = event
-            redraw(event)
+            status(event)
             if pace > 0 and isinstance(event, Step):
                 self._wake.wait(pace)  # slow motion; Stop wakes it at once
 
-        on_event.sample_every = self.embedding.sample_every
+        on_event.sample_every = views.sample_every
         self._say(f"Training {quantizer.name} on {ds.name} ({ds.n}×{ds.dim}), M={quantizer.n_subspaces}, "
                   f"K={quantizer.n_codewords}, {planned} steps…")
         self._planned = planned
@@ -377,12 +330,12 @@ class Dashboard:
         verb = f"Stopped at step {n}" if quantizer.stopped_ else f"Finished {n} step{'' if n == 1 else 's'}"
         self._say(f"{verb} in {quantizer.fit_seconds_:.1f} s; measuring recall on {len(ds.queries)} held-out queries…")
         try:
-            row = result_row(quantizer, ds, gt)
+            row = quantizer_row(quantizer, ds, gt)
             self.recall.add_row(row, events=recorder)
             key = (ds.name, quantizer.n_codewords)
             if self.references and key not in self._references_done and quantizer.n_codewords & (quantizer.n_codewords - 1) == 0:
                 self._say(f"{verb}; training faiss PQ/OPQ reference curves…")
-                subspaces = self.references if isinstance(self.references, dict) else REFERENCE_SUBSPACES
+                subspaces = self.references if isinstance(self.references, dict) else DASHBOARD_REFERENCES
                 self.recall.add_rows(reference_rows(ds, gt, quantizer.n_codewords, subspaces))
                 self._references_done.add(key)
         except Exception as exc:
@@ -395,10 +348,7 @@ class Dashboard:
                   f"1-recall@1/10 {row['recall_at']['1']:.3f}/{row['recall_at']['10']:.3f}{mp}. "
                   f"The model is dash.model.", done=True)
 
-    def _redraw(self, event) -> None:
-        for view in self.views.values():
-            if view is not self.recall:
-                view.redraw()
+    def _step_status(self, event) -> None:
         if isinstance(event, Step):
             self._say(f"Training {self.method_w.value}: step {event.step}/{self._planned or '?'}, "
                       f"loss {event.loss:.4g}, mean perplexity {float(np.mean(event.perplexity)):.1f}, "
@@ -419,27 +369,21 @@ class Dashboard:
 
     # ---------------------------------------------------------------- layout
     def _layout(self):
-        def section(title, widget):
-            return ipw.VBox([ipw.HTML(f"<h3 style='margin:8px 0 2px'>{title}</h3>"), widget])
-
         controls = ipw.VBox([
             ipw.HBox([self.method_w, self.data_w, self.m_w, self.k_w, self.steps_w]),
             self.knobs_box,
             ipw.HBox([self.start_w, self.stop_w]),
             self.status, self.errors,
         ])
-        half = ipw.Layout(width="460px")
-        return ipw.VBox([
-            controls,
-            section("Codeword usage", self.usage.widget),
-            ipw.HBox([ipw.Box([section("Collapse monitor", self.collapse.widget)], layout=half),
-                      ipw.Box([section("Loss curves", self.losses.widget)], layout=half)],
-                     layout=ipw.Layout(flex_flow="row wrap")),
-            ipw.HBox([ipw.Box([section("Soft vs hard", self.soft_hard.widget)], layout=half),
-                      ipw.Box([section("Subspace embedding", self.embedding.widget)], layout=half)],
-                     layout=ipw.Layout(flex_flow="row wrap")),
-            section("Recall vs bits", self.recall.widget),
-        ], _dom_classes=["pqx-dashboard"])
+        return ipw.VBox([controls, *self.run.panels(), _section("Recall vs bits", self.recall.widget)],
+                        _dom_classes=["pqx-dashboard"])
+
+    def snapshot(self, path=None, format: str = "png", **size):
+        """Return static pictures of every view (:class:`widgets._view.Snapshots`, ``{name: Image}``;
+        a notebook displays them one after another); ``path``: also write ``path/<name>.<format>``."""
+        from ._view import snapshot_figures
+
+        return snapshot_figures(self.figures, path, format, **size)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

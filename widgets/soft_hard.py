@@ -17,11 +17,12 @@ from explorer import methods
 from ._view import View
 
 
-def _has_soft_codes(method: str) -> bool:
+def _has_soft_codes(method: str) -> bool | None:
+    """Whether a built-in method has soft codes; None for a run of another trainer (a monitor's)."""
     try:
         return bool(methods.get(method).has_soft_codes)
     except ValueError:
-        return False
+        return None
 
 
 class SoftHardView(View):
@@ -64,6 +65,9 @@ class SoftHardView(View):
         """Plain-text explanation shown instead of the plot for methods without soft codes ('' otherwise)."""
         if self.method is None or self.has_soft_codes or self.steps:
             return ""
+        if self.has_soft_codes is None:
+            return (f"Run {self.method!r} reports no soft codes yet: pass soft= (the code probabilities) to "
+                    "CodebookMonitor.update to plot the soft-vs-hard gap.")
         soft = [name for name in methods.available() if _has_soft_codes(name)]
         others = f" Methods with soft codes: {', '.join(soft)}." if soft else ""
         return (f"{self.method!r} has no soft codes: it encodes by a hard nearest-codeword choice during "

@@ -110,6 +110,39 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
         action.methods = tuple(names)
 
 
+def add_sink_arguments(p: argparse.ArgumentParser, *, per_run: bool = False) -> None:
+    """``--events``, ``--tensorboard`` and ``--sample-every``: where the training events go besides the terminal."""
+    g = p.add_argument_group("watching the run elsewhere")
+    if per_run:
+        g.add_argument("--events", default=None, metavar="DIR",
+                       help="write each run's training events to its own JSON-lines log in DIR "
+                            "(followed live by widgets.RunView or explorer.events.read_events)")
+    else:
+        g.add_argument("--events", default=None, metavar="RUN.jsonl",
+                       help="append the training events to this JSON-lines log, flushed per event "
+                            "(followed live by widgets.RunView or explorer.events.read_events)")
+    g.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write perplexity, dead codes, collapse flags, losses and usage histograms for TensorBoard")
+    g.add_argument("--sample-every", type=int, default=0, metavar="N",
+                   help="with --events/--tensorboard: embedding samples every N steps (default 0: none)")
+
+
+def make_sinks(args, *, per_run: bool = False) -> list:
+    """The callbacks :func:`add_sink_arguments`' flags ask for; bad paths fail here, before any training."""
+    from ..eventlog import EventLog, EventLogDir
+    from ..sinks import TensorBoard
+    from ..validation import check_int
+    every = check_int(args.sample_every, "--sample-every", low=0)
+    sinks = []
+    if args.events:
+        sinks.append((EventLogDir if per_run else EventLog)(args.events, sample_every=every))
+    if args.tensorboard:
+        board = TensorBoard(args.tensorboard, sample_every=every)
+        board.writer  # noqa: B018  (created now: a missing tensorboard package fails before training)
+        sinks.append(board)
+    return sinks
+
+
 def fall_back_device(params: dict, prog: str = "pqx") -> dict:
     """Replace an accelerator torch cannot see (``--device cuda`` / ``mps`` on a machine without one)
     by ``"cpu"``, saying so in one line on stderr; other device errors are left to the method."""

@@ -16,7 +16,24 @@ from ..errors import InvalidParameter
 HELP = "serve the live dashboard as a web app (Voila, no code shown) and print its URL"
 
 ROOT = Path(__file__).resolve().parents[2]
-TOUR = ROOT / "notebooks" / "00_tour.ipynb"
+SHARED_NOTEBOOKS = Path("share") / "pq-explorer" / "notebooks"  # where the wheel installs them (pyproject.toml)
+
+
+def tour_notebook() -> Path:
+    """Return the tour notebook's path: the source checkout's, else the one a wheel installed under
+    ``<prefix>/share/pq-explorer/notebooks`` (the environment's prefix, or the user base of --user)."""
+    import site
+    import sysconfig
+
+    candidates = [ROOT / "notebooks", Path(sysconfig.get_path("data")) / SHARED_NOTEBOOKS,
+                  Path(sys.prefix) / SHARED_NOTEBOOKS, Path(site.getuserbase()) / SHARED_NOTEBOOKS]
+    for folder in candidates:
+        if (folder / "00_tour.ipynb").is_file():
+            return folder / "00_tour.ipynb"
+    return candidates[0] / "00_tour.ipynb"  # run() names it in its error
+
+
+TOUR = tour_notebook()
 
 
 def add_arguments(p):
@@ -39,7 +56,8 @@ def run(args) -> int:
     notebook = Path(args.notebook)
     if not notebook.is_file():
         raise InvalidParameter(f"--notebook {notebook} does not exist; pass the path of a .ipynb file "
-                               "(the tour lives in notebooks/00_tour.ipynb of the source checkout)")
+                               "(the tour is notebooks/00_tour.ipynb of the source checkout, and "
+                               f"{SHARED_NOTEBOOKS / '00_tour.ipynb'} under the environment after pip install)")
     if not 0 < args.port < 65536:
         raise InvalidParameter(f"--port {args.port} is not a TCP port; use 1-65535")
     env = dict(os.environ)

@@ -11,7 +11,7 @@ from ..data import training_rows
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
 from ..sweep import REFERENCES, flat_row, parse_bits, sweep
-from ._common import add_data_arguments, fall_back_device, load_dataset
+from ._common import add_data_arguments, add_sink_arguments, fall_back_device, load_dataset, make_sinks
 
 HELP = "train a grid of methods × code lengths and compare recall with faiss PQ, OPQ, RQ and LSQ"
 
@@ -34,6 +34,7 @@ def add_arguments(p):
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the rows here as a JSON list")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="write the rows here as CSV (recall_at spread into columns)")
     p.add_argument("--quiet", action="store_true", help="no table on stdout")
+    add_sink_arguments(p, per_run=True)
 
 
 def _names(text: str, what: str, valid) -> list[str]:
@@ -83,6 +84,7 @@ def run(args) -> int:
     overrides = {k: v for k, v in {"n_iter": args.n_iter, "epochs": args.epochs, "device": args.device}.items()
                  if v is not None}
     overrides = fall_back_device(overrides, "pqx sweep")
+    sinks = make_sinks(args, per_run=True)
     ds = load_dataset(args)
     if args.train_size is not None:
         training_rows(ds, args.train_size, args.seed, name="--train-size")  # refuse a bad size before any run
@@ -93,7 +95,7 @@ def run(args) -> int:
         print(f"{'method':<12} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
               f"{'mAP':>6} {'fit s':>8}")
     rows = sweep(ds, names, bits, references=refs, random_state=args.seed, overrides=overrides, callbacks=[show],
-                 train_size=args.train_size)
+                 fit_callbacks=sinks, train_size=args.train_size)
     if args.json:
         write_json_atomic(args.json, rows)
     if args.csv:

@@ -25,8 +25,8 @@ from .. import data, methods
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..events import Recorder, StopSignal
 from ..report import build_report, write_json_atomic
-from ._common import (ProgressBar, add_data_arguments, add_method_arguments, check_output_path, fall_back_device,
-                      load_dataset, method_params)
+from ._common import (ProgressBar, add_data_arguments, add_method_arguments, add_sink_arguments, check_output_path,
+                      fall_back_device, load_dataset, make_sinks, method_params)
 
 HELP = "train a quantizer and report distortion, recall, mAP and codebook health"
 EXIT_INTERRUPTED = 130
@@ -47,6 +47,7 @@ def add_arguments(p):
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the training saved in DIR (same data, method, parameters and --seed); "
                         "keeps checkpointing there unless --checkpoint names another DIR")
+    add_sink_arguments(p)
 
 
 class _SigintStops:
@@ -95,7 +96,9 @@ def _run(args) -> int:
         quantizer.set_params(metric=ds.metric)  # a file's ground truth says how it ranks (ann-benchmarks distance)
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
-    callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)])
+    sinks = make_sinks(args)
+    callbacks = ([recorder] + ([checkpointer] if checkpointer else []) + sinks
+                 + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)]))
     stop = StopSignal()
     with _SigintStops(stop):
         # Unsupervised methods never see the labels: they are for scoring (mAP) only.

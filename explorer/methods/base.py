@@ -282,6 +282,20 @@ class Quantizer:
         run = getattr(self, "_run", None)
         return int(run.steps) if run is not None else int(getattr(self, "n_steps_", 0))  # during / after fit
 
+    @property
+    def at_resumable_step(self) -> bool:
+        """Whether training could continue from the current state (False after a step reported
+        in the middle of an epoch); True outside a fit."""
+        run = getattr(self, "_run", None)
+        return True if run is None else bool(run.resumable)
+
+    @property
+    def resumable_steps(self) -> int:
+        """Resumable units trained so far, which ``Checkpointer(every=N)`` counts: the steps
+        here; a method whose steps are finer than what it can resume from (mini-batches within
+        an epoch) overrides this with the units it resumes from (epochs)."""
+        return self.current_step
+
     def state_dict(self) -> dict:
         """Everything needed to continue training from the current step, as plain data.
 

@@ -1,0 +1,49 @@
+"""A RunView in JupyterLab follows a `pqx train --events` run in another process: its bars move
+while that process trains."""
+import json
+import subprocess
+import sys
+
+from conftest import server_env
+from dashboard_page import BARS_JS, bars, wait_bars_change, wait_status
+
+NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+               "source": ["from widgets import RunView\n",
+                          "view = RunView('run.jsonl', n_subspaces=8, n_codewords=256, interval=0.2, poll=0.1, timeout=600)\n",
+                          "view"]}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+def test_run_view_follows_a_training_in_another_process(browser, lab, artifacts, tmp_path):
+    url, token, _ = lab
+    root = tmp_path / "lab"
+    (root / "follow.ipynb").write_text(json.dumps(NOTEBOOK))
+    page = browser.new_page(viewport={"width": 1300, "height": 1800})
+    page.goto(f"{url}/lab/tree/follow.ipynb?token={token}")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    wait_status(page, "Following run.jsonl", 60_000)  # the view exists and waits for the file
+    trainer = subprocess.Popen([sys.executable, "-m", "explorer.cli", "train", "--method", "pq", "--data", "synthetic",
+                                "-M", "8", "-K", "256", "--iters", "300", "--quiet", "--events", str(root / "run.jsonl")],
+                               cwd=root, env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_status(page, "step ", 60_000)
+        page.wait_for_function(f"() => {{ const b = ({BARS_JS})(); return b && b.length === 256 && b.some(v => v > 0); }}",
+                               timeout=60_000)
+        first = bars(page)
+        assert first and len(first) == 256 and sum(first) > 0, first
+        second = wait_bars_change(page, first, 60_000)
+        third = wait_bars_change(page, second, 60_000)
+        assert trainer.poll() is None, "the other process must still be training while the bars move"
+        assert sum(third) == sum(first)  # the same training vectors, moved between codewords
+        page.locator(".pqx-usage").scroll_into_view_if_needed()
+        page.screenshot(path=str(artifacts / "jupyterlab-run-view-following.png"))
+    finally:
+        trainer.kill()
+        trainer.communicate(timeout=30)
