@@ -498,7 +498,7 @@ class Quantizer:
 
     def distance_tables(self, queries) -> np.ndarray:
         """Asymmetric distance tables (nq, M, K) float32, smaller is nearer: squared L2 from each
-        query sub-vector to each codeword (Jégou et al. 2011, Eq. 13); for ``metric="ip"`` and
+        query sub-vector to each codeword (Jégou et al. 2011's asymmetric distance, ADC); for ``metric="ip"`` and
         ``"cosine"`` the negated inner products −<q_m, c_mk> (of unit queries for cosine), whose
         sum over m is −<q, x̂>, faiss ``METRIC_INNER_PRODUCT``'s score negated."""
         Q = np.require(self.transform(queries), requirements=["C", "W"])  # a read-only memory map is copied

@@ -44,7 +44,7 @@ class PQ(Quantizer):
         L2), ``"ip"`` (inner product <q, x̂>, greater is nearer, ``METRIC_INNER_PRODUCT``) or
         ``"cosine"`` (the inner product of L2-normalised vectors: training, encoding and queries
         all see unit rows). The codebooks are k-means (L2) codebooks whatever the metric, as
-        faiss trains them; Jégou et al. define only L2, the inner-product tables are Eq. 13
+        faiss trains them; Jégou et al. define only L2, the inner-product tables are their ADC tables
         with the dot product in place of the distance.
 
     Fitted attributes: ``codebooks_`` (M, K, d/M) float32.
