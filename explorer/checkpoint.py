@@ -37,24 +37,38 @@ MAGIC = b"PQXCKPT1 sha256="
 HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex digest, newline
 
 
-def _to_storable(value):
+def to_storable(value):
+    """``value`` (a state dict) with every numpy array wrapped as ``{"__ndarray__": tensor}``, so that
+    ``torch.save`` stores plain data that ``torch.load(weights_only=True)`` reads back (also used
+    by :mod:`explorer.persist`)."""
     if isinstance(value, np.ndarray):
         return {"__ndarray__": torch.from_numpy(np.ascontiguousarray(value))}
     if isinstance(value, dict):
-        return {k: _to_storable(v) for k, v in value.items()}
+        return {k: to_storable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_storable(v) for v in value)
+        return type(value)(to_storable(v) for v in value)
     return value
 
 
-def _from_storable(value):
+def from_storable(value):
+    """Inverse of :func:`to_storable`: the wrapped tensors back as numpy arrays."""
     if isinstance(value, dict):
         if set(value) == {"__ndarray__"}:
             return value["__ndarray__"].numpy()
-        return {k: _from_storable(v) for k, v in value.items()}
+        return {k: from_storable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_from_storable(v) for v in value)
+        return type(value)(from_storable(v) for v in value)
     return value
+
+
+def read_plain(path: Path, what: str, fix: str, *, payload: bytes | None = None):
+    """The plain data ``torch.save`` wrote at ``path`` (or ``payload``, the bytes read from it),
+    read with ``weights_only=True`` (a file holding pickled code is refused, never run);
+    :class:`DataFileError` naming the file, ``what`` it should be and the ``fix`` when it cannot be read."""
+    try:
+        return torch.load(path if payload is None else io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except Exception as exc:  # truncated, not a torch file, or a file holding code
+        raise DataFileError(f"{path}: not a readable PQ Explorer {what} ({type(exc).__name__}); {fix}") from None
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
@@ -63,7 +77,7 @@ def save_checkpoint(directory: str | os.PathLike, state: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FILENAME
     buf = io.BytesIO()
-    torch.save(_to_storable(state), buf)
+    torch.save(to_storable(state), buf)
     payload = buf.getvalue()
     with atomic_open(path, "wb") as fh:
         fh.write(MAGIC + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
@@ -90,15 +104,10 @@ def load_checkpoint(directory: str | os.PathLike) -> dict:
     path = Path(directory) / FILENAME
     if not path.is_file():
         raise DataFileError(f"--resume {directory}: no {FILENAME} there; give the directory passed to --checkpoint")
-    payload = _verified_payload(path)
-    try:
-        state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
-    except Exception as exc:  # truncated, not a torch file, or a file holding code
-        raise DataFileError(f"{path}: not a readable PQ Explorer checkpoint ({type(exc).__name__}); "
-                            "delete it and train again") from None
+    state = read_plain(path, "checkpoint", "delete it and train again", payload=_verified_payload(path))
     if not isinstance(state, dict) or not {"method", "params", "step", "arrays", "rng"} <= set(state):
         raise DataFileError(f"{path}: not a PQ Explorer checkpoint (missing keys); delete it and train again")
-    return _from_storable(state)
+    return from_storable(state)
 
 
 class Checkpointer:

@@ -11,9 +11,17 @@ import numpy as np
 
 from .diagnostics import perplexity_from_usage, usage_counts
 
-__all__ = ["distortion", "recall_at", "recalls", "average_precisions", "mean_average_precision", "map_in_blocks",
+__all__ = ["l2_normalize", "distortion", "recall_at", "recalls", "average_precisions", "mean_average_precision", "map_in_blocks",
            "queries_per_block", "usage_counts", "perplexity_from_usage",
            "soft_hard_gap"]
+
+
+def l2_normalize(X) -> np.ndarray:
+    """(n, d) float32 rows of X divided by their L2 norm, for the cosine metric; an all-zero row
+    stays zero (as faiss's ``normalize_L2`` leaves it)."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.sqrt((X.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
+    return np.ascontiguousarray(X / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 def distortion(X: np.ndarray, X_hat: np.ndarray) -> float:

@@ -30,7 +30,8 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     """Encode the base, search the queries, and measure.
 
     Returns distortion (mean ||z − ẑ||² in the codebooks' space), recall_at {"1","10","100"}
-    (1-recall@R against exact L2 neighbours in the input space), map (mAP@all over the whole
+    (1-recall@R against ``gt``, else the dataset's given ``neighbors``, else exact neighbours in
+    the input space by the quantizer's ``metric``, L2 unless it has another), map (mAP@all over the whole
     base, with labels; else None), usage (M, K), perplexity (M), dead_codes (M), collapsed (M),
     and encode_seconds; also ``codes`` (n, M) for callers that need them.
 
@@ -52,7 +53,8 @@ def evaluate(quantizer, ds: Dataset, gt: np.ndarray | None = None, *, batch_size
     encode_seconds = time.perf_counter() - t0
     out: dict = {"distortion": distortion_batched(quantizer, base, codes, batch_size), "encode_seconds": encode_seconds}
     if ds.queries is not None:
-        gt = ground_truth(ds, max(RECALL_AT)) if gt is None else gt
+        if gt is None:  # a file's own ground truth (ann-benchmarks neighbors) is used as given
+            gt = ds.neighbors if ds.neighbors is not None else ground_truth(ds, max(RECALL_AT), metric=getattr(quantizer, "metric", "l2"))
         if ds.labels is not None and ds.query_labels is not None:
             # mAP@all ranks the whole base for each query: a block of queries at a time, so the
             # ranking held is (block, n); recall reads the first ids of the same rankings

@@ -15,7 +15,7 @@ import torch
 
 from . import metrics
 from .errors import InvalidParameter
-from .validation import check_codes, check_int, check_vectors, errors_name_rows, lazy_vectors
+from .validation import check_codes, check_int, check_metric, check_vectors, errors_name_rows, lazy_vectors
 
 _BLOCK = 1 << 24  # bound on the (nq, block, M) gather: 64 MB of float32
 
@@ -91,16 +91,21 @@ def sdc_search_blocks(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: 
 _KNN_CHUNK = 1 << 19  # base elements per exact-search chunk: 2 MB of float32
 
 
-def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest neighbours by squared L2 (faiss ``IndexFlatL2``): (distances (nq, k) float32,
-    ids (nq, k) int64), nearest first; k is capped at n.
+def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None = None,
+              metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours: (distances (nq, k) float32, ids (nq, k) int64), nearest first;
+    k is capped at n. ``metric``: "l2" (squared L2, faiss ``IndexFlatL2``), "ip" (inner
+    products, largest first, ``IndexFlatIP``) or "cosine" (``IndexFlatIP`` on L2-normalised
+    base and queries: the cosine similarities).
 
     base (n, d), of any numeric dtype, may be a memory map (or :class:`~explorer.data.RowsExcept`):
     it is read and searched ``chunk_rows`` rows at a time (default: 2 MB of float32, 2^19 / d
-    rows), each chunk's k best merged into the running best with :func:`merge_topk`, so memory is
-    one chunk plus (nq, 2k) whatever n is. A base that fits in one chunk gives faiss's answer as is.
+    rows), each chunk's k best merged into the running best with :func:`merge_topk` (on negated
+    scores for ip and cosine), so memory is one chunk plus (nq, 2k) whatever n is. A base that
+    fits in one chunk gives faiss's answer as is.
     """
     import faiss
+    metric = check_metric(metric)
     queries = check_vectors(queries, "queries")
     base = lazy_vectors(base, "base")
     n, d = base.shape
@@ -108,16 +113,19 @@ def exact_knn(base, queries: np.ndarray, k: int = 100, *, chunk_rows: int | None
         raise InvalidParameter(f"queries have d={queries.shape[1]} but base has d={d}; they must match")
     k = min(check_int(k, "k", low=1), n)
     chunk = check_int(chunk_rows, "chunk_rows", low=1) if chunk_rows is not None else max(1, _KNN_CHUNK // d)
+    prepare = metrics.l2_normalize if metric == "cosine" else (lambda x: x)
+    queries = prepare(queries)
+    sign = 1.0 if metric == "l2" else -1.0  # merge_topk keeps the smallest: negate similarities
     best_d = best_i = None
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        index = faiss.IndexFlatL2(d)
-        index.add(check_vectors(base[start:stop], "base" if stop - start == n else f"base rows {start}–{stop - 1}"))
+        index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
+        index.add(prepare(check_vectors(base[start:stop], "base" if stop - start == n else f"base rows {start}–{stop - 1}")))
         dist, ids = index.search(queries, min(k, stop - start))
         if stop - start == n:
             return dist, ids
-        best_d, best_i = merge_topk(best_d, best_i, torch.from_numpy(dist), torch.from_numpy(ids + start), k)
-    return best_d.numpy(), best_i.numpy()
+        best_d, best_i = merge_topk(best_d, best_i, torch.from_numpy(sign * dist), torch.from_numpy(ids + start), k)
+    return sign * best_d.numpy(), best_i.numpy()
 
 
 def faiss_nbits(n_codewords: int) -> int:
@@ -128,10 +136,18 @@ def faiss_nbits(n_codewords: int) -> int:
     return nbits
 
 
-def faiss_pq(d: int, n_subspaces: int, n_codewords: int, codebooks: np.ndarray | None = None):
-    """A faiss ``IndexPQ``; with ``codebooks`` (M, K, d/M) it is loaded with them and ready to add."""
+def faiss_metric(metric: str) -> int:
+    """faiss's metric constant for ours: ``METRIC_L2`` for "l2", ``METRIC_INNER_PRODUCT`` for "ip"
+    and "cosine" (whose vectors are normalised before they reach the index)."""
     import faiss
-    index = faiss.IndexPQ(d, n_subspaces, faiss_nbits(n_codewords))
+    return faiss.METRIC_L2 if check_metric(metric) == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def faiss_pq(d: int, n_subspaces: int, n_codewords: int, codebooks: np.ndarray | None = None, metric: str = "l2"):
+    """A faiss ``IndexPQ`` with ``metric`` (:func:`faiss_metric`); with ``codebooks`` (M, K, d/M)
+    it is loaded with them and ready to add."""
+    import faiss
+    index = faiss.IndexPQ(d, n_subspaces, faiss_nbits(n_codewords), faiss_metric(metric))
     if codebooks is not None:
         faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype=np.float32).ravel(), index.pq.centroids)
         index.is_trained = True
@@ -153,12 +169,20 @@ def to_faiss(quantizer):
 
     PQ → ``IndexPQ``; OPQ (has ``rotation_``) → ``IndexPreTransform(LinearTransform, IndexPQ)``.
     The index encodes with the same nearest-codeword rule, so its codes equal ``encode``'s, and
-    its search distances equal our ADC distances. For the deep methods the index lives in the
+    its search distances equal our ADC distances. ``metric="ip"`` gives a ``METRIC_INNER_PRODUCT``
+    index; ``"cosine"`` one preceded by faiss's ``NormalizationTransform``, so raw vectors go in. For the deep methods the index lives in the
     embedding space: add and search ``quantizer.transform(X)``, not X.
     """
     quantizer._check_fitted()
+    import faiss
     M, K, ds = np.asarray(quantizer.codebooks_).shape
-    return with_rotation(faiss_pq(M * ds, M, K, quantizer.codebooks_), getattr(quantizer, "rotation_", None))
+    metric = getattr(quantizer, "metric", "l2")
+    index = with_rotation(faiss_pq(M * ds, M, K, quantizer.codebooks_, metric), getattr(quantizer, "rotation_", None))
+    if metric == "cosine":
+        if not isinstance(index, faiss.IndexPreTransform):
+            index = faiss.IndexPreTransform(index)
+        index.prepend_transform(faiss.NormalizationTransform(M * ds, 2.0))
+    return index
 
 
 def with_rotation(index, rotation: np.ndarray | None):

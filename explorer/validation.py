@@ -87,6 +87,18 @@ def check_float(value, name: str, *, low: float | None = None, high: float | Non
     return value
 
 
+METRICS = ("l2", "ip", "cosine")
+"""Search metrics: squared L2; inner product, greater is nearer (faiss ``METRIC_INNER_PRODUCT``);
+cosine, the inner product of L2-normalised vectors."""
+
+
+def check_metric(metric, name: str = "metric") -> str:
+    """``metric`` when it is one of :data:`METRICS`; else :class:`InvalidParameter` naming it."""
+    if metric not in METRICS:
+        raise InvalidParameter(f"{name}={metric!r} is not a metric; use one of {', '.join(METRICS)}")
+    return metric
+
+
 MAX_CODEWORDS = 65536  # codes are stored as uint16 at most
 
 
@@ -201,7 +213,7 @@ def count_distinct_rows(X, *, batch_size: int = 65536) -> int:
     return int(len(np.unique(np.concatenate(keys)))) if keys else 0
 
 
-def check_output_path(path, flag: str, *, folder: bool = False) -> Path:
+def check_output_path(path, flag: str, suffix: str | None = None, *, folder: bool = False) -> Path:
     """Return ``path`` as a Path after checking that the command can write it, before any work.
 
     ``folder=False`` (``--json``, ``--csv``, ``--index``): ``path`` names a file (not an existing
@@ -210,10 +222,13 @@ def check_output_path(path, flag: str, *, folder: bool = False) -> Path:
     is a folder where we can write). Writability is tried, not guessed from permission bits
     (which say "yes" to root on a read-only mount): an exclusive temporary file is created there
     and removed, the way :mod:`explorer.atomic` will write. Raises :class:`InvalidParameter`
-    naming ``flag``, the path and the fix; the CLI prints it as one line and exits 2.
+    naming ``flag``, the path and the fix; the CLI prints it as one line and exits 2. ``suffix``
+    (".npy"): the file name must end in it.
     """
     from .atomic import _create_temp  # the write it will do: an exclusive temp file in that folder
     p = Path(os.fspath(path))
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise InvalidParameter(f"{flag} {path}: must end in {suffix}")
     if folder:
         if p.exists() and not p.is_dir():
             raise InvalidParameter(f"{flag} {path}: is a file, not a folder; give a folder (created if missing) "

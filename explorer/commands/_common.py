@@ -1,4 +1,5 @@
-"""Arguments and helpers shared by the sub-commands that train (train, sweep)."""
+"""Arguments and helpers shared by the sub-commands: data flags (train, sweep), the method flags
+in one argument group per method (train, export), progress bars (tqdm, on stderr)."""
 from __future__ import annotations
 
 import argparse
@@ -14,49 +15,114 @@ from ..validation import check_finite_rows, check_random_state
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default="digits", help="digits (default), synthetic, fashion-mnist, or a vector file "
-                   "(.fvecs .ivecs .bvecs .npy IDX)")
-    p.add_argument("--queries", default=None, help="query vectors file (default: hold out --n-queries base vectors)")
-    p.add_argument("--labels", default=None, help="per-vector labels file (.npy, .ivecs or IDX), enables mAP")
-    p.add_argument("--n-queries", type=int, default=200, help="base vectors held out as queries (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="random_state for data split and training (default 0)")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="digits", metavar="NAME|PATH",
+                   help="digits (default), synthetic, fashion-mnist, or a file: .fvecs .ivecs .bvecs .npy IDX, "
+                        ".npz (named arrays), .hdf5 (ann-benchmarks layout; its neighbors are the ground truth)")
+    g.add_argument("--base-key", default=None, metavar="NAME",
+                   help="the .npz array that is the base (default: base, train or x, or the only array)")
+    g.add_argument("--queries", default=None, metavar="PATH",
+                   help="query vectors file (default: the file's own, else hold out --n-queries base vectors)")
+    g.add_argument("--labels", default=None, metavar="PATH", help="per-vector labels file (.npy, .ivecs or IDX), enables mAP")
+    g.add_argument("--query-labels", default=None, metavar="PATH",
+                   help="labels of the --queries vectors; with --labels, mAP on a separate query file")
+    g.add_argument("--n-queries", type=int, default=200, metavar="N", help="base vectors held out as queries (default 200)")
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="random_state for data split and training (default 0)")
 
 
 def load_dataset(args) -> data.Dataset:
-    """The dataset of ``--data`` / ``--labels`` / ``--queries`` with ``--n-queries`` held out (seeded by ``--seed``).
+    """The dataset of ``--data`` / ``--labels`` / ``--queries`` (/ ``--query-labels``, ``--base-key``)
+    with ``--n-queries`` held out (seeded by ``--seed``).
 
     Every vector is checked for NaN/inf here, before any training: the base *before* the queries
     are held out of it, so an error names the row of the file (not a row counted after the
     split), and a ``--queries`` file on its own.
     """
     seed = check_random_state(args.seed, "--seed")
-    ds = data.load(args.data, labels=args.labels, queries=args.queries)
+    ds = data.load(args.data, labels=args.labels, queries=args.queries,
+                   query_labels=getattr(args, "query_labels", None), base_key=getattr(args, "base_key", None))
     check_finite_rows(ds.base, f"--data {args.data}")
     if ds.queries is not None:
         check_finite_rows(ds.queries, f"--queries {args.queries}")
     return data.split_queries(ds, args.n_queries, random_state=seed)
 
 
+class _StoreMethod(argparse.Action):
+    """Stores ``--method`` and notes that it was given, so ``--help`` can show that method's flags only."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace._method_given = True
+
+
+class _MethodHelp(argparse.Action):
+    """``--help``: after ``--method NAME``, the common flags and NAME's own only; else every method's."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        method = getattr(namespace, "method", None) if getattr(namespace, "_method_given", False) else None
+        if method in methods.available():
+            for action in parser._actions:
+                takers = getattr(action, "methods", None)
+                if takers is not None and method not in takers:
+                    action.help = argparse.SUPPRESS
+        parser.print_help()
+        parser.exit()
+
+
+def _metavar(opt, takers: list[str]) -> str:
+    """A metavar a user reads: the allowed values, N for counts, else the parameter's name."""
+    for name in takers:
+        choices = methods.get(name).param_choices.get(opt.param)
+        if choices:
+            return "{" + ",".join(map(str, choices)) + "}"
+    return "N" if opt.type is int else opt.param.upper()
+
+
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
-    """Common training flags plus every registered method's own flags (defaults None = method default)."""
-    p.add_argument("--method", default="pq", help=f"one of: {', '.join(methods.available())}")
-    p.add_argument("-M", "--subspaces", type=int, default=None, dest="n_subspaces", help="M, number of subspaces")
-    p.add_argument("-K", "--codewords", type=int, default=None, dest="n_codewords", help="K, codewords per subspace")
-    p.add_argument("--iters", type=int, default=None, dest="n_iter", help="training iterations (PQ, OPQ, RLQ stages)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (deep methods)")
-    p.add_argument("--device", default=None, help="cpu (default), cuda, mps or auto")
-    seen = {"--method", "--iters", "--epochs", "--device", "-M", "-K", "--data", "--seed"}
+    """Common training flags, then one argument group per method with its own flags (the flags
+    every deep method shares in one "deep methods" group); defaults None = the method's default.
+    ``--method NAME --help`` shows the common flags and NAME's only."""
+    from ..methods._deep import DEEP_OPTIONS
+    for container in (p, p._optionals):  # replace argparse's -h/--help by the method-aware one, then back
+        container.conflict_handler = "resolve"
+    p.add_argument("-h", "--help", action=_MethodHelp, help="show this help (after --method NAME: NAME's flags only)")
+    for container in (p, p._optionals):
+        container.conflict_handler = "error"
+    g = p.add_argument_group("training")
+    g.add_argument("--method", default="pq", action=_StoreMethod, metavar="NAME",
+                   help=f"one of: {', '.join(methods.available())} (default pq)")
+    g.add_argument("-M", "--subspaces", type=int, default=None, dest="n_subspaces", metavar="M", help="M, number of subspaces")
+    g.add_argument("-K", "--codewords", type=int, default=None, dest="n_codewords", metavar="K",
+                   help="K, codewords per subspace")
+    g.add_argument("--iters", type=int, default=None, dest="n_iter", metavar="N", help="training iterations (PQ, OPQ, RLQ stages)")
+    g.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs (deep methods)")
+    g.add_argument("--device", default=None, metavar="DEVICE", help="cpu (default), cuda, mps or auto")
+    takers: dict[str, list[str]] = {}
+    first: dict[str, object] = {}
     for name in methods.available():
         for opt in methods.get(name).cli_options:
-            if opt.flag in seen:
-                continue
-            seen.add(opt.flag)
-            dest = "opt_" + opt.flag.lstrip("-").replace("-", "_")
-            if opt.type is None:
-                p.add_argument(opt.flag, dest=dest, action="store_const", const=opt.const, default=None,
-                               help=f"[{name}] {opt.help}")
-            else:
-                p.add_argument(opt.flag, dest=dest, type=opt.type, default=None, help=f"[{name}] {opt.help}")
+            takers.setdefault(opt.flag, []).append(name)
+            first.setdefault(opt.flag, opt)
+    deep_flags = {o.flag for o in DEEP_OPTIONS}
+    deep = sorted({n for f in deep_flags for n in takers.get(f, [])
+                   if all(o.flag in {x.flag for x in methods.get(n).cli_options} for o in DEEP_OPTIONS)})
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for flag, opt in first.items():
+        names = takers[flag]
+        title = (f"deep methods ({', '.join(deep)})" if flag in deep_flags else f"{' and '.join(names)} options")
+        group = groups.get(title) or groups.setdefault(title, p.add_argument_group(title))
+        extra = sorted(set(names) - set(deep)) if flag in deep_flags else []
+        help_text = opt.help + (f" (also {', '.join(extra)})" if extra else "")
+        dest = "opt_" + flag.lstrip("-").replace("-", "_")
+        if opt.type is None:
+            action = group.add_argument(flag, dest=dest, action="store_const", const=opt.const, default=None, help=help_text)
+        else:
+            action = group.add_argument(flag, dest=dest, type=opt.type, default=None, metavar=_metavar(opt, names),
+                                        help=help_text)
+        action.methods = tuple(names)
 
 
 def add_sink_arguments(p: argparse.ArgumentParser, *, per_run: bool = False) -> None:
@@ -233,25 +299,35 @@ class StopOnSignals:
 class ProgressBar:
     """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second."""
 
-    def __init__(self, total: int | None, stream=None, width: int = 30, interval: float = 0.1):
-        # stderr is looked up when the bar is made, not when this module is imported, so a
-        # replaced sys.stderr (pytest's capture, a notebook) is honoured
-        self.total, self.stream, self.width, self.interval = total, stream or sys.stderr, width, interval
-        self._last = 0.0
+
+def progress(total: int | None, unit: str, *, quiet: bool = False, desc: str | None = None,
+             bar_format: str | None = None):
+    """A tqdm progress bar on stderr (looked up now, so a replaced ``sys.stderr`` is honoured),
+    at most 10 redraws a second; disabled with ``quiet``."""
+    from tqdm import tqdm
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, mininterval=0.1, disable=quiet, leave=True,
+                dynamic_ncols=True, bar_format=bar_format)
+
+
+# "train [####      ] step 12/25, loss=…, perplexity=… [00:03<00:04]": the step count reads as before tqdm
+TRAIN_BAR = "{desc} [{bar:30}] step {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}]"
+
+
+class ProgressBar:
+    """Callback drawing the training progress (steps, loss, mean perplexity) as a tqdm bar on stderr."""
+
+    def __init__(self, total: int | None, stream=None):
+        self.total, self.stream = total, stream
+        self._bar = None
 
     def __call__(self, event):
         if isinstance(event, FitStarted):
-            self._t0 = time.monotonic()
-        elif isinstance(event, Step):
-            now = time.monotonic()
-            if now - self._last < self.interval and event.step != self.total:
-                return
-            self._last = now
-            frac = min(1.0, event.step / self.total) if self.total else 0.0
-            bar = "#" * int(frac * self.width)
-            self.stream.write(f"\r[{bar:<{self.width}}] step {event.step}/{self.total or '?'} loss {event.loss:.4g} "
-                              f"perplexity {event.perplexity.mean():.1f}")
-            self.stream.flush()
-        elif isinstance(event, FitFinished):
-            self.stream.write("\n")
-            self.stream.flush()
+            self._bar = progress(self.total, "step", desc="train", bar_format=TRAIN_BAR)
+            if self.stream is not None:
+                self._bar.fp = self.stream
+        elif isinstance(event, Step) and self._bar is not None:
+            self._bar.set_postfix(loss=f"{event.loss:.4g}", perplexity=f"{event.perplexity.mean():.1f}", refresh=False)
+            self._bar.update(event.step - self._bar.n)  # a resumed fit starts at its checkpoint's step
+        elif isinstance(event, FitFinished) and self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -43,6 +43,8 @@ def add_arguments(p):
     p.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="fit on a seeded sample of N base vectors, read from the file alone (default: all)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the full report here")
+    p.add_argument("--save", default=None, metavar="MODEL.pqx",
+                   help="save the trained model here (explorer.load, pqx encode/search --model read it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="save the training state in DIR (atomically)")
     p.add_argument("--checkpoint-every", type=int, default=10, metavar="N",
@@ -63,8 +65,9 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    if args.json:
-        check_output_path(args.json, "--json")
+    for path, flag in ((args.json, "--json"), (args.save, "--save")):
+        if path:
+            check_output_path(path, flag)
     if args.checkpoint or args.resume:  # --resume alone keeps checkpointing into its folder
         check_output_path(args.checkpoint or args.resume, "--checkpoint" if args.checkpoint else "--resume", folder=True)
     sinks = make_sinks(args)  # their paths are checked now; their files appear with the first event
@@ -74,6 +77,8 @@ def _run(args) -> int:
     ckpt_dir = args.checkpoint or args.resume
     checkpointer = Checkpointer(quantizer, ckpt_dir, every=args.checkpoint_every) if ckpt_dir else None
     ds = load_dataset(args)
+    if ds.metric and "metric" in quantizer.param_names() and getattr(args, "opt_metric", None) is None:
+        quantizer.set_params(metric=ds.metric)  # a file's ground truth says how it ranks (ann-benchmarks distance)
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
     callbacks = ([recorder] + ([checkpointer] if checkpointer else []) + sinks
@@ -96,6 +101,8 @@ def _run(args) -> int:
         _print_summary(quantizer, ds, report, args)
         if args.json:
             write_json_atomic(args.json, report)
+        if args.save:
+            quantizer.save(args.save)
     return signals.exit_code
 
 

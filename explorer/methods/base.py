@@ -117,6 +117,7 @@ class Quantizer:
     cli_options: ClassVar[tuple[Option, ...]] = ()
     param_choices: ClassVar[dict[str, tuple]] = {}
     supports_checkpoint: ClassVar[bool] = False
+    metric: str = "l2"  # a parameter of the methods that offer others (PQ, OPQ): see distance_tables
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ("codebooks_",)
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, random_state: int = 0, device: str = "cpu"):
@@ -131,11 +132,17 @@ class Quantizer:
         sig = inspect.signature(cls.__init__)
         return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind != inspect.Parameter.VAR_KEYWORD]
 
-    def get_params(self) -> dict:
-        """Hyper-parameters as given to ``__init__`` (scikit-learn convention)."""
+    def get_params(self, deep: bool = True) -> dict:
+        """{name: value} of the hyper-parameters as given to ``__init__`` (scikit-learn's contract).
+
+        ``deep`` is accepted for scikit-learn (``clone``, ``Pipeline``, ``GridSearchCV`` pass it);
+        a quantizer holds no sub-estimators, so both values give the same dict.
+        """
         return {p: getattr(self, p) for p in self.param_names()}
 
     def set_params(self, **params) -> "Quantizer":
+        """Self, with the named hyper-parameters replaced (scikit-learn's contract); an unknown
+        name raises :class:`InvalidParameter` listing the valid ones. Values are checked by ``fit``."""
         names = self.param_names()
         for key, value in params.items():
             if key not in names:
@@ -223,6 +230,26 @@ class Quantizer:
                                  metrics=self._final_metrics(X, y)))
         self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
+
+    def fit_transform(self, X, y=None, **fit_params) -> np.ndarray:
+        """``fit(X, y, **fit_params).transform(X)``: (n, D) float32 vectors in the codebooks' space
+        (scikit-learn's transformer contract, so a quantizer can sit inside a ``Pipeline``)."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def score(self, X, y=None) -> float:
+        """Negative distortion −mean ||transform(x) − reconstruct(encode(x))||² over X (n, d):
+        greater is better, as scikit-learn's ``GridSearchCV`` and ``cross_val_score`` expect.
+
+        ``y`` is ignored (scikit-learn passes it). Measured in the codebooks' space, so scores of
+        deep methods with different embeddings are not comparable with each other.
+        """
+        return -float(self.embedding_distortion(X))
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags (imported lazily: scikit-learn is needed only by who asks)."""
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+        return Tags(estimator_type=None, target_tags=TargetTags(required=self.supervised),
+                    transformer_tags=TransformerTags(), requires_fit=True)
 
     def usable_codewords(self, y: np.ndarray | None) -> int | None:
         """Codewords per subspace this method can be expected to use on labels ``y``, when fewer
@@ -407,9 +434,14 @@ class Quantizer:
                               "pass vectors of the training dimension")
         return X
 
+    def _metric_space(self, X: np.ndarray) -> np.ndarray:
+        """X (n, d) float32 as the metric sees it: L2-normalised rows for ``metric="cosine"``
+        (cosine is the inner product of unit vectors), unchanged for "l2" and "ip"."""
+        return metrics.l2_normalize(X) if self.metric == "cosine" else X
+
     def transform(self, X) -> np.ndarray:
-        """Vectors (n, d) → the codebooks' space (n, D), float32. Identity here."""
-        return self._check_input(X)
+        """Vectors (n, d) → the codebooks' space (n, D), float32. Identity here (unit rows for cosine)."""
+        return self._metric_space(self._check_input(X))
 
     def _encode_embedded(self, Z: np.ndarray) -> np.ndarray:
         """Codes (n, M) of embedded vectors (n, D): nearest codeword per sub-vector (the PQ rule)."""
@@ -418,7 +450,9 @@ class Quantizer:
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
-            Zs = split_into_subspaces(torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)), self.n_subspaces)
+            # "W": a read-only memory map is copied (torch cannot wrap it), anything else is not
+            rows = np.require(Z[start:start + batch], dtype=np.float32, requirements=["C", "W"])
+            Zs = split_into_subspaces(torch.from_numpy(rows), self.n_subspaces)
             assign, _ = assign_nearest(Zs, C)
             out[start:start + batch] = assign.T.numpy()
         return out
@@ -465,18 +499,30 @@ class Quantizer:
         return metrics.distortion(Z, self.reconstruct(codes))
 
     def distance_tables(self, queries) -> np.ndarray:
-        """Asymmetric distance tables (nq, M, K): squared L2 from each query sub-vector to each codeword."""
-        Q = self.transform(queries)
+        """Asymmetric distance tables (nq, M, K) float32, smaller is nearer: squared L2 from each
+        query sub-vector to each codeword (Jégou et al. 2011's asymmetric distance, ADC); for ``metric="ip"`` and
+        ``"cosine"`` the negated inner products −<q_m, c_mk> (of unit queries for cosine), whose
+        sum over m is −<q, x̂>, faiss ``METRIC_INNER_PRODUCT``'s score negated."""
+        Q = np.require(self.transform(queries), requirements=["C", "W"])  # a read-only memory map is copied
         nq = len(Q)
         Qs = torch.from_numpy(Q).reshape(nq, self.n_subspaces, -1).permute(1, 0, 2)  # (M, nq, ds)
         C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        if self.metric != "l2":
+            return (-torch.bmm(Qs, C.transpose(1, 2))).permute(1, 0, 2).contiguous().numpy()  # (nq, M, K)
         d2 = torch.cdist(Qs, C).pow_(2)  # (M, nq, K)
         return d2.permute(1, 0, 2).contiguous().numpy()
 
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        """ADC sums as the metric reports them: squared L2 as they are, inner products (−sums) for ip and cosine."""
+        return distances if self.metric == "l2" else -distances
+
     def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
-        """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors."""
+        """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors,
+        nearest first, equal distances by id. For ``metric="ip"``/``"cosine"`` the distances are
+        the inner products <q, x̂> (largest first), as faiss ``METRIC_INNER_PRODUCT`` returns them."""
         from ..search import adc_search
-        return adc_search(self.distance_tables(queries), codes, k)
+        distances, ids = adc_search(self.distance_tables(queries), codes, k)
+        return self._scores(distances), ids
 
     def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
         """Yield :meth:`search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
@@ -490,7 +536,23 @@ class Quantizer:
         tables = self.distance_tables(queries)
         block = len(tables) if block is None else block
         for start in range(0, len(tables), block):
-            yield adc_search(tables[start:start + block], codes, k)
+            distances, ids = adc_search(tables[start:start + block], codes, k)
+            yield self._scores(distances), ids
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> "Path":
+        """Path of the file written: this fitted quantizer saved to ``path`` (suggested suffix
+        ``.pqx``) as plain data that loading never unpickles (:mod:`explorer.persist`), with its
+        parameters, library version and training-data digest; read it with ``explorer.load(path)``."""
+        from ..persist import save_model
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path, *, device: str = "cpu") -> "Quantizer":
+        """The fitted quantizer saved at ``path`` (:func:`explorer.persist.load_model`); called on a
+        method's class (``PQ.load``), a file holding another method raises :class:`InvalidParameter`."""
+        from ..persist import load_model
+        return load_model(path, cls.name or None, device=device)
 
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""

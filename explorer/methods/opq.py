@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..kmeans import assign_nearest, split_into_subspaces
-from ..validation import check_int
+from ..validation import METRICS, check_int
 from . import register
 from .pq import PQ, subsample
 
@@ -38,6 +38,9 @@ def procrustes(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 class OPQ(PQ):
     """PQ preceded by a learned rotation; parameters as :class:`PQ`, plus the OPQ schedule.
 
+    ``metric`` as :class:`PQ`: the rotation is the L2 (Procrustes) one whatever the metric, as
+    faiss's ``OPQMatrix`` trains it; an orthogonal R keeps inner products, so <Rq, Rx̂> = <q, R^T Rx̂>.
+
     Fitted attributes: ``rotation_`` (d, d) float32, orthogonal, applied as ``X @ rotation_.T``
     (faiss ``LinearTransform.A``); ``codebooks_`` (M, K, d/M) in the rotated space.
     """
@@ -45,15 +48,15 @@ class OPQ(PQ):
     name = "opq"
     title = "Optimized product quantization"
     paper = "Ge, He, Ke & Sun, TPAMI 2014"
-    cli_options = ()
-    param_choices = {}  # PQ's ``init`` is not a parameter here
+    cli_options = PQ.cli_options[:1]  # --metric; PQ's --init and --no-repair are not parameters here
+    param_choices = {"metric": METRICS}  # PQ's ``init`` is not a parameter here
     supports_checkpoint = True  # state: rotation_, codebooks_, round, RNG states
     checkpoint_attrs = ("codebooks_", "rotation_")
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, n_iter: int = 50, n_iter_pq: int = 4,
-                 n_iter_pq_first: int = 40, max_train_points: int | None = 65536, random_state: int = 0,
-                 device: str = "cpu"):
-        super().__init__(n_subspaces, n_codewords, n_iter=n_iter, random_state=random_state, device=device)
+                 n_iter_pq_first: int = 40, max_train_points: int | None = 65536, metric: str = "l2",
+                 random_state: int = 0, device: str = "cpu"):
+        super().__init__(n_subspaces, n_codewords, n_iter=n_iter, metric=metric, random_state=random_state, device=device)
         self.n_iter_pq = n_iter_pq
         self.n_iter_pq_first = n_iter_pq_first
         self.max_train_points = max_train_points
@@ -64,6 +67,7 @@ class OPQ(PQ):
         check_int(self.n_iter_pq_first, "n_iter_pq_first", low=1)
 
     def _fit(self, X, y, run):
+        X = self._metric_space(X)  # cosine: the rotation and codebooks are learned on unit rows
         gen, rng = self._generators()
         Xt = torch.from_numpy(subsample(X, self.max_train_points, rng)).to(self.device_)
         d = Xt.shape[1]
@@ -92,8 +96,8 @@ class OPQ(PQ):
         self.rotation_ = R.cpu().numpy().copy()
 
     def transform(self, X) -> np.ndarray:
-        """Rotated vectors X Rᵀ (n, d) float32, where the codebooks live."""
-        X = self._check_input(X)
+        """Rotated vectors X Rᵀ (n, d) float32, where the codebooks live (of unit rows for cosine)."""
+        X = self._metric_space(self._check_input(X))
         return np.ascontiguousarray(X @ self.rotation_.T, dtype=np.float32)
 
     def decode(self, codes) -> np.ndarray:

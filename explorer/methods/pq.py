@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..kmeans import init_random_points, lloyd, split_into_subspaces
+from ..validation import METRICS
 from . import register
 from .base import Option, Quantizer
 
@@ -39,6 +40,12 @@ class PQ(Quantizer):
     repair_empty : give empty clusters a split of a populous one after each iteration (faiss
         does); switch off to watch a bad start stay collapsed.
     max_points_per_codeword : train on at most this many · K vectors (faiss: 256); None = all.
+    metric : how search ranks, as faiss's ``IndexPQ(d, M, nbits, metric)``: ``"l2"`` (squared
+        L2), ``"ip"`` (inner product <q, x̂>, greater is nearer, ``METRIC_INNER_PRODUCT``) or
+        ``"cosine"`` (the inner product of L2-normalised vectors: training, encoding and queries
+        all see unit rows). The codebooks are k-means (L2) codebooks whatever the metric, as
+        faiss trains them; Jégou et al. define only L2, the inner-product tables are their ADC tables
+        with the dot product in place of the distance.
 
     Fitted attributes: ``codebooks_`` (M, K, d/M) float32.
     """
@@ -47,20 +54,22 @@ class PQ(Quantizer):
     title = "Product quantization"
     paper = "Jégou, Douze & Schmid, TPAMI 2011"
     supports_checkpoint = True  # state: codebooks_, step, RNG states (see Quantizer.state_dict)
-    param_choices = {"init": ("random", "narrow")}
+    param_choices = {"init": ("random", "narrow"), "metric": METRICS}
     cli_options = (
+        Option("--metric", "metric", "search metric: l2 (default), ip (inner product) or cosine", type=str),
         Option("--init", "init", "codebook initialisation: random (faiss) or narrow (bad start, for collapse demos)", type=str),
         Option("--no-repair", "repair_empty", "do not repair empty clusters", const=False),
     )
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 256, *, n_iter: int = 25, init: str = "random",
-                 repair_empty: bool = True, max_points_per_codeword: int | None = 256, random_state: int = 0,
-                 device: str = "cpu"):
+                 repair_empty: bool = True, max_points_per_codeword: int | None = 256, metric: str = "l2",
+                 random_state: int = 0, device: str = "cpu"):
         super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
         self.n_iter = n_iter
         self.init = init
         self.repair_empty = repair_empty
         self.max_points_per_codeword = max_points_per_codeword
+        self.metric = metric
 
     def _validate(self, X, y):
         super()._validate(X, y)
@@ -107,4 +116,4 @@ class PQ(Quantizer):
         return C
 
     def _fit(self, X, y, run):
-        self._train_codebooks(X, run, resume=self._resume_state is not None)
+        self._train_codebooks(self._metric_space(X), run, resume=self._resume_state is not None)
