@@ -73,7 +73,7 @@ def test_controls_come_from_the_registry_and_signatures():
     assert set(dash.knobs) == set(method_knobs(methods.get("opq")))
     assert dash.knobs["n_iter_pq"].value == 2
     dash.method_w.value = "pq"
-    assert set(dash.knobs) == {"init", "repair_empty", "max_points_per_codeword"}
+    assert set(dash.knobs) == {"init", "repair_empty", "max_points_per_codeword", "metric"}
     assert dash.params()["repair_empty"] is True and dash.params()["max_points_per_codeword"] == 256
 
 

@@ -66,3 +66,19 @@ def test_the_dashboard_is_a_run_view_plus_controls():
     assert isinstance(dash.run, RunView) and dash.usage is dash.run.usage and dash.views["collapse"] is dash.run.collapse
     dash.fit(blocking=True)
     assert dash.run.last_step.step == 3 and dash.usage.step == 3
+
+
+def test_the_dashboard_takes_an_array_a_dataset_or_a_path(tmp_path, digits):
+    from explorer import data as datasets
+    path = tmp_path / "base.npy"
+    np.save(path, digits.base[:600])
+    for source, label in ((digits.base[:600], "array 600×64"), (datasets.Dataset("mine", digits.base[:600]), "mine"),
+                          (str(path), str(path))):
+        dash = Dashboard("pq", source, n_subspaces=4, n_codewords=16, n_iter=2, references=False, n_queries=50,
+                         background_embedding=False)
+        assert dash.data_w.value == label
+        dash.fit(blocking=True)
+        assert dash.model.dim_ == 64 and len(dash.dataset()[0].queries) == 50
+    import pytest
+    with pytest.raises(TypeError, match="data has type dict"):
+        Dashboard("pq", {"x": 1})

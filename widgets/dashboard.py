@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import html
 import inspect
+import os
 import threading
 import traceback
 
@@ -95,7 +96,8 @@ def steps_param(cls) -> str | None:
 class Dashboard:
     """Live training dashboard; display it in a notebook (it is its own widget).
 
-    method, data: initial method name and dataset (a built-in name or a vector file path).
+    method, data: initial method name and dataset: a built-in name, a vector file path, an array of
+        vectors (n, d) or a :class:`~explorer.data.Dataset` (see :func:`explorer.data.as_dataset`).
     params: the method's hyper-parameters (n_subspaces, n_codewords, n_iter or epochs, knobs).
     pace: slow motion for live runs, seconds per step at least (0 = full speed).
     interval: seconds between redraws (the throttle). sample_every: steps between embedding samples.
@@ -105,7 +107,7 @@ class Dashboard:
     background_embedding: project embedding samples in a thread (False: in the training thread).
     """
 
-    def __init__(self, method: str = "pq", data: str = "digits", *, pace: float = 0.0, interval: float = 0.15,
+    def __init__(self, method: str = "pq", data="digits", *, pace: float = 0.0, interval: float = 0.15,
                  sample_every: int = 5, n_queries: int = 200, seed: int = 0, embedding: str = "t-SNE",
                  background_embedding: bool = True, references: bool | dict = True, **params):
         cls = methods.get(method)
@@ -138,13 +140,15 @@ class Dashboard:
         self.views = {"usage": self.usage, "collapse": self.collapse, "soft_hard": self.soft_hard,
                       "embedding": self.embedding, "recall": self.recall, "losses": self.losses}
 
-        # controls
+        # controls: data is a built-in name, a path, an array of vectors or a Dataset (explorer.data.as_dataset)
+        self._data_objects: dict = {}
+        data = self._data_option(data)
         options = list(DATASETS)
-        if str(data) not in options:
-            options.append(str(data))
+        if data not in options:
+            options.append(data)
         self.method_w = ipw.Dropdown(options=methods.available(), value=method, description="method",
                                      style={"description_width": "initial"}, layout=ipw.Layout(width="160px"))
-        self.data_w = ipw.Dropdown(options=options, value=str(data), description="data",
+        self.data_w = ipw.Dropdown(options=options, value=data, description="data",
                                    style={"description_width": "initial"}, layout=ipw.Layout(width="180px"))
         narrow = {"description_width": "initial"}
         self.m_w = ipw.IntText(value=params.pop("n_subspaces", 8), description="M", style=narrow,
@@ -197,7 +201,7 @@ class Dashboard:
         if "method" in params:
             self.method_w.value = params.pop("method")
         if "data" in params:
-            value = str(params.pop("data"))
+            value = self._data_option(params.pop("data"))
             if value not in self.data_w.options:
                 self.data_w.options = list(self.data_w.options) + [value]
             self.data_w.value = value
@@ -218,11 +222,23 @@ class Dashboard:
                 raise ValueError(f"method {cls.name!r} has no parameter {name!r}; valid: {', '.join(cls.param_names())}")
         return self
 
+    def _data_option(self, data) -> str:
+        """The drop-down label of ``data``: a name or path as it is; an array or Dataset under a label
+        ("array 1797×64", a Dataset's name), checked now by :func:`explorer.data.as_dataset`."""
+        if isinstance(data, (str, os.PathLike)):
+            return os.fspath(data)
+        ds = datasets.as_dataset(data)
+        label = ds.name if isinstance(data, datasets.Dataset) else f"{ds.name} {ds.n}×{ds.dim}"
+        self._data_objects[label] = ds
+        self._data_cache.pop(label, None)
+        return label
+
     def dataset(self):
         """The selected dataset with ``n_queries`` held-out queries, and its exact ground truth."""
         name = self.data_w.value
         if name not in self._data_cache:
-            ds = datasets.split_queries(datasets.load(name), self.n_queries, random_state=self.seed)
+            ds = self._data_objects[name] if name in self._data_objects else datasets.as_dataset(name)
+            ds = datasets.split_queries(ds, self.n_queries, random_state=self.seed)
             self._data_cache[name] = (ds, datasets.ground_truth(ds, max(RECALL_AT)))
         return self._data_cache[name]
 
