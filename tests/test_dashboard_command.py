@@ -94,7 +94,7 @@ def test_served_off_loopback_it_asks_a_token_caps_kernels_and_goes_down_with_sig
     env.pop("JUPYTER_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "explorer.cli", "dashboard", "--ip", "0.0.0.0", f"--port={port}",
                              f"--notebook={nb}", "--max-kernels", "1"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=(tmp_path / "voila.log").open("w"), text=True)
     try:
         line = proc.stdout.readline()
         assert line.startswith(f"PQ Explorer dashboard: http://0.0.0.0:{port}/?token="), line
@@ -116,6 +116,8 @@ def test_served_off_loopback_it_asks_a_token_caps_kernels_and_goes_down_with_sig
         assert _get(base + "?token=" + token)[0] == 503  # the second page exceeds --max-kernels 1
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == DASHBOARD_CASES["dashboard: SIGTERM"][1]
+        # Voila was asked to stop (its clean shutdown, kernels included), not killed after the grace period
+        assert "Handle signal 15" in (tmp_path / "voila.log").read_text()
         with pytest.raises(OSError):  # Voila went down with pqx
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
     finally:
