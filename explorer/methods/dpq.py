@@ -88,6 +88,14 @@ class DPQNet(nn.Module):
         return soft.reshape(len(x), -1)
 
 
+def top_k_accuracy(scores: np.ndarray, classes: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Fraction of rows whose true label is among the ``k`` highest of ``scores`` (n, C); ``classes``
+    (C,) names the columns, ``labels`` (n,) the truth. Top-5 accuracy of the paper's Table 3."""
+    k = min(int(k), scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float((classes[top] == np.asarray(labels)[:, None]).any(1).mean())
+
+
 @register
 class DPQ(DeepQuantizer):
     """Deep Product Quantization: supervised, end-to-end, with soft and hard codes.
@@ -96,7 +104,9 @@ class DPQ(DeepQuantizer):
     ----------
     n_subspaces : M (paper, CIFAR-10: 2–8). n_codewords : K (paper: 64 on CIFAR-10, 256 on ImageNet).
     embedding_dim : D, size of the soft/hard representations; each codeword has D/M dimensions.
-    sub_features : N, width of each slice s_m of the feature network's output (s ∈ R^{M·N}).
+    sub_features : N, width of each slice s_m of the feature network's output (s ∈ R^{M·N}); None
+        (default) ties it to the codeword size, N = D/M, as the paper's CIFAR-10 model does ("F_i ∈
+        R^{U/M} ... our cluster vectors C_m are chosen to be in R^{U/M}", Sec. 4).
     hidden_dim : hidden units of the per-subspace MLP (paper: 128).
     epochs, batch_size, lr : Adam schedule. weight_decay : L2 on the feature network only (the
         paper adds weight decay "to prevent the over-fitting of the base network").
@@ -166,11 +176,12 @@ class DPQ(DeepQuantizer):
         Option("--jcl-weight", "jcl", "Joint Central Loss weight (paper: 0.5)", type=float),
         Option("--gini-batch", "gini_batch", "Gini batch-diversity weight", type=float),
         Option("--gini-sample", "gini_sample", "Gini sample-sharpness weight", type=float),
+        Option("--no-cls-soft", "cls_soft", "no softmax loss on the soft representation", const=0.0),
         Option("--no-cls-hard", "cls_hard", "no softmax loss on the hard representation", const=0.0),
         Option("--intra-norm", "intra_normalize", "L2-normalise each soft/hard sub-vector for retrieval", const=True),
     )
 
-    def __init__(self, n_subspaces: int = 4, n_codewords: int = 64, *, embedding_dim: int = 64, sub_features: int = 32,
+    def __init__(self, n_subspaces: int = 4, n_codewords: int = 64, *, embedding_dim: int = 64, sub_features: int | None = None,
                  hidden_dim: int = 128, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 1e-4, cls_soft: float = 1.0, cls_hard: float = 1.0, jcl: float = 0.5,
                  gini_batch: float = 3.0, gini_sample: float = 1.0, gini: bool = True,
@@ -214,7 +225,8 @@ class DPQ(DeepQuantizer):
 
     def _validate(self, X, y):
         super()._validate(X, y)
-        check_int(self.sub_features, "sub_features (N)", low=1)
+        if self.sub_features is not None:
+            check_int(self.sub_features, "sub_features (N)", low=1, fix="use None for N = D/M, the paper's tie")
         check_int(self.hidden_dim, "hidden_dim", low=1)
         check_float(self.weight_decay, "weight_decay", low=0.0)
         check_float(self.centre_rate, "centre_rate", low=0.0, high=1.0)
@@ -239,9 +251,13 @@ class DPQ(DeepQuantizer):
 
     # ------------------------------------------------------------------ training
     def _build_model(self, d: int, n_classes: int, gen: torch.Generator) -> DPQNet:
-        backbone = make_backbone(self.backbone, d, self.n_subspaces * self.sub_features, self.image_shape_)
-        return DPQNet(backbone, self.n_subspaces, self.n_codewords, self.sub_features, self.hidden_dim,
+        backbone = make_backbone(self.backbone, d, self.n_subspaces * self._sub_features(), self.image_shape_)
+        return DPQNet(backbone, self.n_subspaces, self.n_codewords, self._sub_features(), self.hidden_dim,
                       self.embedding_dim // self.n_subspaces, n_classes, gen).to(self.device_)
+
+    def _sub_features(self) -> int:
+        """N in use: ``sub_features``, or D/M (the paper's tie) when it is None."""
+        return self.embedding_dim // self.n_subspaces if self.sub_features is None else int(self.sub_features)
 
     @staticmethod
     def losses(model: DPQNet, p, soft, hard, y) -> dict[str, torch.Tensor]:
@@ -459,7 +475,8 @@ class DPQ(DeepQuantizer):
             raise InvalidParameter(f"lut={lut!r} is not known; use 'symmetric', 'asymmetric' or 'classification'")
 
     def extra_report(self, ds, evaluation: dict) -> dict:
-        """DPQ's report keys: soft_hard_gap on the base, mAP@all and mAP@1000 per LUT, accuracy from codes.
+        """DPQ's report keys: soft_hard_gap on the base, mAP@all and mAP@1000 per LUT, top-1 and top-5
+        accuracy of the held-out queries from their codes (LUTC, the paper's Table 3 protocol).
 
         The base (possibly a memory map) is read ``EVAL_BATCH`` rows at a time for the gap and the
         base accuracy, and the three LUTs rank it for a block of queries at a time
@@ -483,7 +500,8 @@ class DPQ(DeepQuantizer):
         gap = {"gap": gap_sum / n, "agreement": agreement_sum / n}
         gap["relative_gap"] = gap["gap"] / max(hard_sq / n, 1e-12)
         out = {"soft_hard_gap": gap, "map_by_lut": None, "map_at_1000_by_lut": None,
-               "accuracy_from_codes": None, "accuracy_from_codes_base": None, "accuracy_soft": None,
+               "accuracy_from_codes": None, "top5_accuracy_from_codes": None, "accuracy_from_codes_base": None,
+               "accuracy_soft": None,
                "loss_weights": self._weights()}
         if ds.labels is not None:
             out["accuracy_from_codes_base"] = correct / n
@@ -494,6 +512,8 @@ class DPQ(DeepQuantizer):
                 (out["map_by_lut"][lut], out["map_at_1000_by_lut"][lut]), _ = metrics.map_in_blocks(
                     self.search_by_lut_blocks(ds.queries, codes, n, lut, block=block), ds.query_labels, ds.labels,
                     ks=(None, 1000))
-            out["accuracy_from_codes"] = float((self.predict(ds.queries) == ds.query_labels).mean())
+            scores = self.predict_codes(self.encode(ds.queries))  # (nq, C), LUTC on the queries' hard codes
+            out["accuracy_from_codes"] = float((self.classes_[scores.argmax(1)] == ds.query_labels).mean())
+            out["top5_accuracy_from_codes"] = top_k_accuracy(scores, self.classes_, ds.query_labels, 5)
             out["accuracy_soft"] = float((self.predict_soft(ds.queries) == ds.query_labels).mean())
         return out
