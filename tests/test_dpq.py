@@ -95,10 +95,11 @@ def test_joint_central_loss_brings_soft_and_hard_closer(ds):
 
 def test_steps_report_every_loss_term_usage_and_soft_hard(ds):
     q, rec = fitted(ds)
-    assert len(rec.steps) == FAST["epochs"]
+    per_epoch = len(ds.base) // 64  # 24 mini-batches, a Step every log_every = 4 of them
+    assert len(rec.steps) == FAST["epochs"] * per_epoch // 4 == q.planned_steps
     for step in rec.steps:
         assert set(step.losses) == {"total", "cls_soft", "cls_hard", "jcl", "gini_batch", "gini_sample"}
-        assert step.usage.shape == (M, K) and step.usage.sum() == M * (len(ds.base) // 64) * 64
+        assert step.usage.shape == (M, K) and step.usage.sum() == M * 4 * 64  # the 4 mini-batches since the last Step
         assert set(step.soft_hard) == {"gap", "agreement"} and 0 <= step.soft_hard["agreement"] <= 1
     # the classification terms fall as training goes on
     assert rec.steps[-1].losses["cls_hard"] < 0.5 * rec.steps[0].losses["cls_hard"]

@@ -91,9 +91,12 @@ def method_params(args, method: str | None = None) -> dict:
 
 
 class ProgressBar:
-    """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second."""
+    """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second.
 
-    def __init__(self, total: int | None, stream=None, width: int = 30, interval: float = 0.1):
+    ``total``: the planned steps, None (unknown), or a zero-argument function read at
+    ``FitStarted`` (``lambda: quantizer.planned_steps``, known only once the fit has the data)."""
+
+    def __init__(self, total, stream=None, width: int = 30, interval: float = 0.1):
         # stderr is looked up when the bar is made, not when this module is imported, so a
         # replaced sys.stderr (pytest's capture, a notebook) is honoured
         self.total, self.stream, self.width, self.interval = total, stream or sys.stderr, width, interval
@@ -102,6 +105,8 @@ class ProgressBar:
     def __call__(self, event):
         if isinstance(event, FitStarted):
             self._t0 = time.monotonic()
+            if callable(self.total):  # steps known once the fit has seen the data (deep methods' mini-batches)
+                self.total = self.total()
         elif isinstance(event, Step):
             now = time.monotonic()
             if now - self._last < self.interval and event.step != self.total:

@@ -88,7 +88,7 @@ def _run(args) -> int:
     ds = load_dataset(args)
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
-    callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)])
+    callbacks = [recorder] + ([checkpointer] if checkpointer else []) + ([] if args.quiet else [ProgressBar(lambda: quantizer.planned_steps)])
     stop = StopSignal()
     with _SigintStops(stop):
         # Unsupervised methods never see the labels: they are for scoring (mAP) only.
