@@ -382,7 +382,8 @@ class FPPQ(DeepQuantizer):
     ----------
     n_subspaces, n_codewords : M and K (the paper: K = 256, M = bits / 8).
     embedding_dim : D, the backbone feature size (M must divide it).
-    epochs : training epochs with L = L_cls + L_pq (each is one step event).
+    epochs : training epochs with L = L_cls + L_pq.
+    log_every : mini-batches between two Steps of the training phase (each epoch also ends with one).
     batch_size, lr : Adam mini-batches; lr decays linearly to 0 over the epochs (the paper's
         Glint360K schedule, Sec. 5.3; the paper uses SGD there and lr 1e-4 fine-tuning on
         ImageNet — we chose Adam at 1e-3 because our backbones start from scratch).
@@ -421,8 +422,10 @@ class FPPQ(DeepQuantizer):
     :meth:`LabelResult.summary` counts and rates, plus ``classes_per_codeword`` (M, K) of the
     labels); per epoch a ``usage`` note (``label_agreement``: fraction of training sub-vectors whose
     nearest codeword is their label digit; ``classes_per_codeword`` (M, K): distinct classes among
-    the samples landing on each codeword) and a Step with losses ``total``, ``cls``, ``pq`` and the
-    samples per codeword. Codes and agreement in these events come from the epoch's own forward
+    the samples landing on each codeword); every ``log_every`` mini-batches and at each epoch's end
+    a Step with losses ``total``, ``cls``, ``pq`` and the samples per codeword of the mini-batches
+    since the previous Step. Pre-training reports no Steps, and a stop during it is heard at the end
+    of a pre-training epoch. Codes and agreement in these events come from the epoch's own forward
     passes (train mode, weights moving during the epoch), which costs nothing extra; the last
     incomplete batch is dropped, so counts sum to slightly less than n.
 
