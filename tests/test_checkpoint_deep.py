@@ -281,3 +281,29 @@ def test_cli_ctrl_c_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path,
         assert resumed[key] == full[key], key
     strip = lambda rows: [{k: v for k, v in h.items() if k != "elapsed"} for h in rows]  # noqa: E731
     assert strip(resumed["history"]) == strip(full["history"][3:])
+
+
+def test_fppq_stop_during_a_pretraining_epoch_acts_within_one_mini_batch(Xy, tmp_path):
+    """A stop set during FPPQ's 3rd pre-training mini-batch (of 6) ends the fit after it; that state
+    is mid-epoch, so no checkpoint is written (a resume could not be exact)."""
+    from explorer.errors import DataFileError
+    X, y = Xy
+    q = methods.create("fppq", **SETTINGS["fppq"])
+    stop, calls = StopSignal(), [0]
+    real_make = q._make_model
+
+    def count(module, args, output):  # returns None: the output stays the backbone's
+        if module.training:
+            calls[0] += 1
+            if calls[0] == 3:
+                stop.set()
+
+    def make(dim, gen):
+        net = real_make(dim, gen)
+        net.backbone.register_forward_hook(count)
+        return net
+    q._make_model = make
+    q.fit(X, y, stop=stop, callbacks=[Checkpointer(q, tmp_path, every=1)])
+    assert q.stopped_ and calls[0] == 3 and q.encode(X).shape == (len(X), 4)
+    with pytest.raises(DataFileError):
+        load_checkpoint(tmp_path)

@@ -424,8 +424,8 @@ class FPPQ(DeepQuantizer):
     nearest codeword is their label digit; ``classes_per_codeword`` (M, K): distinct classes among
     the samples landing on each codeword); every ``log_every`` mini-batches and at each epoch's end
     a Step with losses ``total``, ``cls``, ``pq`` and the samples per codeword of the mini-batches
-    since the previous Step. Pre-training reports no Steps, and a stop during it is heard at the end
-    of a pre-training epoch. Codes and agreement in these events come from the epoch's own forward
+    since the previous Step. Pre-training reports no Steps; a stop during it is heard within one
+    mini-batch too (mid-epoch it leaves no checkpoint to resume from). Codes and agreement in these events come from the epoch's own forward
     passes (train mode, weights moving during the epoch), which costs nothing extra; the last
     incomplete batch is dropped, so counts sum to slightly less than n.
 
@@ -605,6 +605,7 @@ class FPPQ(DeepQuantizer):
                 self.model_.train()
                 total = 0.0
                 n_batches = 0
+                per_epoch = self._batches_per_epoch(len(Xt))
                 for idx in self._batches(len(Xt), gen):
                     loss, *_ = self._loss(Xt[idx], None, yt[idx], with_pq=False)
                     opt.zero_grad()
@@ -612,6 +613,12 @@ class FPPQ(DeepQuantizer):
                     opt.step()
                     total += loss.item()
                     n_batches += 1
+                    if n_batches < per_epoch and run.stop_requested():
+                        # heard within one mini-batch; the weights moved part-way through an epoch, so this
+                        # state is not resumable (no checkpoint: a resume restarts from the last one saved)
+                        run.resumable = False
+                        self.model_.eval()
+                        return
                 self._pretrain_epochs_done = epoch
                 run.note("pretrain", f"pre-training epoch {epoch}/{self.pretrain_epochs}: L_cls {total / max(1, n_batches):.4f}",
                          epoch=epoch, cls=total / max(1, n_batches))
