@@ -329,8 +329,8 @@ class Dashboard:
 
         on_event.sample_every = views.sample_every
         self._say(f"Training {quantizer.name} on {ds.name} ({ds.n}×{ds.dim}), M={quantizer.n_subspaces}, "
-                  f"K={quantizer.n_codewords}, {planned} steps…")
-        self._planned = planned
+                  f"K={quantizer.n_codewords}" + (f", {planned} steps…" if planned else "…"))
+        self._training = quantizer  # its planned_steps is known once the fit has the data (deep methods)
         y = ds.labels if quantizer.supervised else None
         try:
             recorder = Recorder(max_steps=RECORDED_STEPS)  # without embedding samples: usage and collapse need none
@@ -366,7 +366,7 @@ class Dashboard:
 
     def _step_status(self, event) -> None:
         if isinstance(event, Step):
-            self._say(f"Training {self.method_w.value}: step {event.step}/{self._planned or '?'}, "
+            self._say(f"Training {self.method_w.value}: step {event.step}/{self._training.planned_steps or '?'}, "
                       f"loss {event.loss:.4g}, mean perplexity {float(np.mean(event.perplexity)):.1f}, "
                       f"{int(np.sum(event.dead_codes))} dead codewords")
 

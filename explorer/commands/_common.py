@@ -296,9 +296,6 @@ class StopOnSignals:
         return False
 
 
-class ProgressBar:
-    """Callback drawing a one-line progress bar on a stream (stderr), at most 10 redraws a second."""
-
 
 def progress(total: int | None, unit: str, *, quiet: bool = False, desc: str | None = None,
              bar_format: str | None = None):
@@ -314,14 +311,19 @@ TRAIN_BAR = "{desc} [{bar:30}] step {n_fmt}/{total_fmt}{postfix} [{elapsed}<{rem
 
 
 class ProgressBar:
-    """Callback drawing the training progress (steps, loss, mean perplexity) as a tqdm bar on stderr."""
+    """Callback drawing the training progress (steps, loss, mean perplexity) as a tqdm bar on stderr.
 
-    def __init__(self, total: int | None, stream=None):
+    ``total``: the planned steps, None (unknown), or a zero-argument function read at
+    ``FitStarted`` (``lambda: quantizer.planned_steps``, known only once the fit has the data)."""
+
+    def __init__(self, total, stream=None):
         self.total, self.stream = total, stream
         self._bar = None
 
     def __call__(self, event):
         if isinstance(event, FitStarted):
+            if callable(self.total):  # steps known once the fit has seen the data (deep methods' mini-batches)
+                self.total = self.total()
             self._bar = progress(self.total, "step", desc="train", bar_format=TRAIN_BAR)
             if self.stream is not None:
                 self._bar.fp = self.stream

@@ -82,7 +82,7 @@ def _run(args) -> int:
     X, y = data.training_set(ds, args.train_size, args.seed, name="--train-size")
     recorder = Recorder(max_steps=10_000)
     callbacks = ([recorder] + ([checkpointer] if checkpointer else []) + sinks
-                 + ([] if args.quiet else [ProgressBar(quantizer.planned_steps)]))
+                 + ([] if args.quiet else [ProgressBar(lambda: quantizer.planned_steps)]))
     warnings = _few_distinct_vectors(X, quantizer.n_codewords)
     with StopOnSignals(prog="pqx train") as signals:
         # Unsupervised methods never see the labels: they are for scoring (mAP) only.

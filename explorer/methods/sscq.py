@@ -17,8 +17,8 @@ What the code follows exactly (supplement): the hyper-parameters (K = 16, D/M = 
 weight decay 1e-5, warm-up then cosine decay without restart), L_icf (supp. Eq. 2), L_cd (supp.
 Eq. 1: the softmax of the plain cosine, "not directly computed using soft quantization code"),
 the three other L_cd forms that the supplement's Fig. 2 compares (``cd_variant``), and the
-inference rule (hard codes for the database, asymmetric Euclidean distance from the query's
-sub-embeddings).
+inference rule (hard codes for the database, asymmetric distance from the query's
+sub-embeddings: the sum of squared Euclidean distances, see "Search" below).
 
 The supplement refers to main-paper equations it does not reprint. We take them from the
 authors' released implementation (github.com/cazhang/sscq; read, not copied), which also
@@ -61,10 +61,32 @@ weigh L_icz and L_icf by 0, while the supplement's Algorithm 1 computes both int
   lr / 10 (:data:`LR_FLOOR`, the released code's floor on CIFAR-10).
 * Augmentations are those of :mod:`explorer.augment` (shift/zoom/rotation, contrast, erasing,
   noise) instead of the paper's colour-photo recipe; plain vectors get feature drop-out and noise.
-* Each step is one epoch; its losses are the epoch means of the unweighted terms ("icz", "icf",
-  "pn", "cc", "cd"; a term whose weight is 0 is neither computed nor reported) and of "total", the
-  weighted objective; its usage counts the hard codes of that epoch's augmented training views.
-  A Note ("warm-up") marks the end of the warm-up.
+* A Step comes every ``log_every`` mini-batches and at each epoch's end (:mod:`._deep`); its
+  losses are the means over those mini-batches of the unweighted terms ("icz", "icf", "pn", "cc",
+  "cd"; a term whose weight is 0 is neither computed nor reported) and of "total", the weighted
+  objective; its usage counts the hard codes of their augmented training views; ``history_``
+  keeps the epoch means. A Note ("warm-up") marks the end of the warm-up.
+* Search: the database gets hard codes (nearest codeword); a query's distance to an item is the
+  sum over subspaces of the *squared* Euclidean distances between its sub-embeddings and the
+  item's codewords, Σ_m ‖q_m − c_{m,k_m}‖² = ‖q − ẑ‖² (standard ADC, Jégou et al.; the base
+  class's ``distance_tables``). The supplement says it sums "the Euclidean distance" of every
+  sub-embedding, which read literally is Σ_m ‖q_m − c‖ without squares, a different ranking; it
+  cites ADC for the rule, so we take ADC's squared form.
+
+Variants (each a named parameter):
+
+* ``preset="spq"``: the instance-contrastive terms alone (L_icz + L_icf; L_pn, L_cc and L_cd off
+  whatever their λ) — the SPQ-like baseline SSCQ is compared with in the paper's Table 1, trained
+  on the same data, bits, epochs and seeds. (SPQ's own cross-quantized contrast pairs f of one view
+  with z of the other; ours contrasts z with z and f with f, SSCQ's two instance terms.)
+* ``n_neighbours=0``: L_pn off, the "N_k = 0" column of the supplement's Table 4.
+* ``geometry="released"``: the authors' released code's geometry instead of our cosine one — raw
+  f and raw codewords (Xavier-uniform initialisation), soft quantization by squared distance,
+  p = softmax_k(−‖f_m − c_{m,k}‖² / τ_sq), and a projection head before the instance-contrastive
+  terms; with ``fusion="sum"`` (the released default for L_cc) it is their whole setting. L_cd
+  keeps the cosine of normalised f_m and c (as their code computes it). Codes are nearest
+  codewords by squared distance and search is ADC on raw f, so both geometries search the way
+  they train.
 
 Measured on digits (1,597 base images, 200 queries, 32 bits, seed 0, CPU): mAP@all 0.72 after 5
 epochs, 0.78 after 10, 0.84 after 20, against 0.65 for k-means PQ on the raw pixels.
@@ -118,12 +140,14 @@ from ..errors import InvalidParameter
 from ..search import adc_search
 from ..validation import check_float, check_int
 from . import register
-from ._deep import DEEP_OPTIONS, DeepQuantizer
+from ._deep import DEEP_OPTIONS, LOG_EVERY, DeepQuantizer, StepWindow
 from .base import Option, check_bits
 
 LOSS_TERMS = ("icz", "icf", "pn", "cc", "cd")
 FUSIONS = ("concat", "sum")
 CD_VARIANTS = ("entropy", "soft", "ed", "spro")  # supp. Fig. 2 (left); see codeword_diversity
+PRESETS = ("sscq", "spq")  # the full objective, or the instance-contrastive terms alone (SPQ, Table 1's baseline)
+GEOMETRIES = ("cosine", "released")  # see SSCQNet
 SUB_DIM = 16  # the paper's D/M
 CODEWORD_INIT_NORM = 0.1  # see SSCQNet: small, so Adam can move the codeword directions
 LR_FLOOR = 0.1  # the cosine decay ends at lr / 10, as the authors' released code does on CIFAR-10
@@ -225,36 +249,60 @@ def codeword_diversity(cosine: torch.Tensor, variant: str = "entropy", tau_sq: f
 
 # ---------------------------------------------------------------------------------------- model
 class SSCQNet(nn.Module):
-    """Backbone plus M codebooks of K codewords (D/M dims each).
+    """Backbone plus M codebooks of K codewords (D/M dims each), in one of two geometries.
 
-    ``embed(x)`` (b, d) → f (b, D), each sub-embedding L2-normalised;
-    ``quantize(f, tau)`` → (z (b, D) soft quantized, logits (b, M, K) cosine similarities).
+    ``geometry="cosine"`` (default): ``embed(x)`` (b, d) → f (b, D), each sub-embedding
+    L2-normalised; codewords are unit vectors; the soft-quantization scores are cosines.
+    ``geometry="released"`` (the authors' released code, after SPQ): f and the codewords are raw
+    (Xavier-uniform initial codewords), the scores are negative squared distances −‖f_m − c‖², and
+    a projection head (Linear–ReLU–Linear, D → D → D) maps f and z before the instance-contrastive
+    losses (:meth:`project`; identity in the cosine geometry).
+    ``quantize(f, tau)`` → (z (b, D) soft quantized, scores (b, M, K), cosines (b, M, K)): hard
+    codes are the argmax of the scores (the nearest codeword either way); L_cd uses the cosines.
     """
 
-    def __init__(self, backbone: nn.Module, n_subspaces: int, n_codewords: int, sub_dim: int, gen: torch.Generator):
+    def __init__(self, backbone: nn.Module, n_subspaces: int, n_codewords: int, sub_dim: int, gen: torch.Generator,
+                 geometry: str = "cosine"):
         super().__init__()
         self.backbone = backbone
         self.n_subspaces = n_subspaces
-        # Random directions stored at norm CODEWORD_INIT_NORM (SPQ's small init, Xavier gain 0.1): only
-        # the direction is used, and Adam's step turns a codeword by about lr / ‖c‖ radians, so at the
-        # norm ≈ 4 of a plain randn draw the codewords stayed frozen (0.4° in 5 epochs on digits).
-        c = F.normalize(torch.randn((n_subspaces, n_codewords, sub_dim), generator=gen), dim=-1)
-        self.codewords = nn.Parameter(CODEWORD_INIT_NORM * c)
+        self.released = geometry == "released"
+        if self.released:  # SPQ's Xavier-uniform codebooks, used as they are
+            bound = math.sqrt(6.0 / (n_codewords + sub_dim))
+            c = (torch.rand((n_subspaces, n_codewords, sub_dim), generator=gen) * 2 - 1) * bound
+            self.codewords = nn.Parameter(c)
+            D = n_subspaces * sub_dim
+            self.head = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, D))
+        else:
+            # Random directions stored at norm CODEWORD_INIT_NORM (SPQ's small init, Xavier gain 0.1): only
+            # the direction is used, and Adam's step turns a codeword by about lr / ‖c‖ radians, so at the
+            # norm ≈ 4 of a plain randn draw the codewords stayed frozen (0.4° in 5 epochs on digits).
+            c = F.normalize(torch.randn((n_subspaces, n_codewords, sub_dim), generator=gen), dim=-1)
+            self.codewords = nn.Parameter(CODEWORD_INIT_NORM * c)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         f = self.backbone(x)
+        if self.released:
+            return f
         return F.normalize(f.reshape(len(f), self.n_subspaces, -1), dim=-1).reshape(len(f), -1)
 
     def codebooks(self) -> torch.Tensor:
-        """(M, K, D/M) unit-norm codewords."""
-        return F.normalize(self.codewords, dim=-1)
+        """(M, K, D/M) codewords: unit-norm in the cosine geometry, raw in the released one."""
+        return self.codewords if self.released else F.normalize(self.codewords, dim=-1)
 
-    def quantize(self, f: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The projection head of the released geometry (identity in the cosine geometry)."""
+        return self.head(h) if self.released else h
+
+    def quantize(self, f: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         C = self.codebooks()
         fs = f.reshape(len(f), self.n_subspaces, -1)
-        logits = torch.einsum("bmd,mkd->bmk", fs, C)
-        z = torch.einsum("bmk,mkd->bmd", F.softmax(logits / tau, dim=-1), C)
-        return z.reshape(len(f), -1), logits
+        cosine = torch.einsum("bmd,mkd->bmk", F.normalize(fs, dim=-1), F.normalize(C, dim=-1)) if self.released \
+            else torch.einsum("bmd,mkd->bmk", fs, C)
+        scores = -(fs.pow(2).sum(-1, keepdim=True) - 2 * torch.einsum("bmd,mkd->bmk", fs, C)
+                   + C.pow(2).sum(-1)[None]) if self.released else cosine
+        z = torch.einsum("bmk,mkd->bmd", F.softmax(scores / tau, dim=-1), C)
+        return z.reshape(len(f), -1), scores, cosine
 
 
 # ---------------------------------------------------------------------------------------- method
@@ -272,11 +320,14 @@ class SSCQ(DeepQuantizer):
     backbone, image_shape : see :class:`~explorer.methods._deep.DeepQuantizer`.
     tau_sq : τ_sq, soft-quantization temperature (0.2).
     lambda_icz, lambda_icf, tau_ic : weights of L_icz and L_icf (1, 1) and their temperature τ_ic (0.5).
-    lambda_pn, n_neighbours, tau_pn : L_pn weight λ_pn (0.1), N_k (20), τ_pn (0.5).
+    lambda_pn, n_neighbours, tau_pn : L_pn weight λ_pn (0.1), N_k (20; 0 switches L_pn off), τ_pn (0.5).
     lambda_cc, tau_cc, fusion : L_cc weight λ_cc (0.4), τ_cc (0.2), φ = "concat" or "sum".
     lambda_cd : λ_cd (0.2), the codeword-diversity weight; 0 switches L_cd off.
     cd_variant : form of L_cd, one of :data:`CD_VARIANTS` (supp. Fig. 2): "entropy" (Eq. 1, the
         paper's; default), "soft", "ed" or "spro"; see :func:`codeword_diversity`.
+    preset : "sscq" (default, the full objective) or "spq" (instance-contrastive terms alone).
+    geometry : "cosine" (default) or "released" (module docstring, :class:`SSCQNet`).
+    log_every : mini-batches between Steps (:class:`~explorer.methods._deep.DeepQuantizer`).
 
     Fitted attributes: ``model_`` (:class:`SSCQNet`), ``codebooks_`` (M, K, D/M) float32 unit
     codewords, ``history_`` (list of per-epoch loss dicts).
@@ -288,7 +339,8 @@ class SSCQ(DeepQuantizer):
     supervised = False
     has_soft_codes = True
     supports_checkpoint = True  # model, Adam, warm-up/cosine schedule, epoch, RNGs (see _deep.py)
-    param_choices = {**DeepQuantizer.param_choices, "fusion": FUSIONS, "cd_variant": CD_VARIANTS}
+    param_choices = {**DeepQuantizer.param_choices, "fusion": FUSIONS, "cd_variant": CD_VARIANTS, "preset": PRESETS,
+                     "geometry": GEOMETRIES}
     cli_options = DEEP_OPTIONS + (
         Option("--lambda-cd", "lambda_cd", "codeword-diversity weight λ_cd (default 0.2; 0 = off)", type=float),
         Option("--lambda-pn", "lambda_pn", "part-neighbour weight λ_pn (default 0.1; 0 = off)", type=float),
@@ -297,19 +349,27 @@ class SSCQ(DeepQuantizer):
         Option("--no-icf", "lambda_icf", "switch off the instance contrastive loss on f", const=0.0),
         Option("--cd-variant", "cd_variant", "form of L_cd: entropy (paper, default), soft, ed or spro", type=str),
         Option("--fusion", "fusion", "fusion φ(f, z) of L_cc: concat (default) or sum", type=str),
+        Option("--n-neighbours", "n_neighbours", "N_k of L_pn (default 20; 0 = L_pn off)", type=int),
+        Option("--preset", "preset", "sscq (default) or spq: the instance-contrastive terms alone (SPQ baseline)",
+               type=str),
+        Option("--geometry", "geometry", "cosine (default) or released: raw f, squared-distance soft "
+               "quantization, a projection head", type=str),
     )
 
     def __init__(self, n_subspaces: int = 8, n_codewords: int = 16, *, embedding_dim: int | None = None,
-                 epochs: int = 30, batch_size: int = 128, lr: float = 5e-4, weight_decay: float = 1e-5,
+                 epochs: int = 30, batch_size: int = 128, lr: float = 5e-4, log_every: int = LOG_EVERY,
+                 weight_decay: float = 1e-5,
                  warmup_epochs: int = 10, backbone: str = "auto", image_shape: tuple[int, int] | None = None,
                  tau_sq: float = 0.2, lambda_icz: float = 1.0, lambda_icf: float = 1.0, tau_ic: float = 0.5,
                  lambda_pn: float = 0.1, n_neighbours: int = 20, tau_pn: float = 0.5,
                  lambda_cc: float = 0.4, tau_cc: float = 0.2, fusion: str = "concat", lambda_cd: float = 0.2,
-                 cd_variant: str = "entropy", random_state: int = 0, device: str = "cpu"):
+                 cd_variant: str = "entropy", preset: str = "sscq", geometry: str = "cosine",
+                 random_state: int = 0, device: str = "cpu"):
         super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
         self.embedding_dim = embedding_dim
         self.epochs = epochs
         self.batch_size = batch_size
+        self.log_every = log_every
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
@@ -327,6 +387,8 @@ class SSCQ(DeepQuantizer):
         self.fusion = fusion
         self.lambda_cd = lambda_cd
         self.cd_variant = cd_variant
+        self.preset = preset
+        self.geometry = geometry
 
     def _embedding_size(self) -> int:
         return SUB_DIM * self.n_subspaces if self.embedding_dim is None else self.embedding_dim
@@ -347,10 +409,10 @@ class SSCQ(DeepQuantizer):
                 raise InvalidParameter(f"{name}=0 divides by zero; a temperature must be > 0 (paper: {name}=0.2–0.5)")
         for name in ("lambda_icz", "lambda_icf", "lambda_pn", "lambda_cc", "lambda_cd", "weight_decay"):
             check_float(getattr(self, name), name, low=0.0)
-        if not any(getattr(self, f"lambda_{t}") for t in LOSS_TERMS):
+        if not any(self._weights().values()):
             raise InvalidParameter("every loss weight (lambda_icz, lambda_icf, lambda_pn, lambda_cc, lambda_cd) is 0; "
                                    "keep at least one term, e.g. lambda_icz=1")
-        check_int(self.n_neighbours, "n_neighbours (N_k)", low=1, fix="the paper uses N_k=20")
+        check_int(self.n_neighbours, "n_neighbours (N_k)", low=0, fix="the paper uses N_k=20 (0 switches L_pn off)")
         check_int(self.warmup_epochs, "warmup_epochs", low=0)
         if min(self.batch_size, len(X)) < 2:
             raise InvalidParameter("contrastive training needs at least 2 images per batch; pass more vectors")
@@ -371,72 +433,76 @@ class SSCQ(DeepQuantizer):
         cosine = 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
         return LR_FLOOR + (1.0 - LR_FLOOR) * cosine
 
-    def _loss_terms(self, f: torch.Tensor, z: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The unweighted terms whose weight is not 0, by name; f, z (2N, D), logits (2N, M, K)."""
+    def _weights(self) -> dict[str, float]:
+        """Effective weight of every loss term: the λs, with L_pn off when N_k = 0 (the supplement's
+        Table 4 column "0") and only the instance-contrastive terms under ``preset="spq"``."""
+        w = {t: float(getattr(self, f"lambda_{t}")) for t in LOSS_TERMS}
+        if self.n_neighbours == 0:
+            w["pn"] = 0.0
+        if self.preset == "spq":
+            w.update(pn=0.0, cc=0.0, cd=0.0)
+        return w
+
+    def _loss_terms(self, f: torch.Tensor, z: torch.Tensor, cosine: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unweighted terms whose weight is not 0, by name; f, z (2N, D), cosine (2N, M, K)."""
         n = len(f) // 2
-        terms = {}
-        if self.lambda_icz:
-            terms["icz"] = nt_xent(z[:n], z[n:], self.tau_ic)
-        if self.lambda_icf:
-            terms["icf"] = nt_xent(f[:n], f[n:], self.tau_ic)
-        if self.lambda_pn:
+        weights, terms = self._weights(), {}
+        if weights["icz"] or weights["icf"]:
+            pf, pz = self.model_.project(f), self.model_.project(z)
+        if weights["icz"]:
+            terms["icz"] = nt_xent(pz[:n], pz[n:], self.tau_ic)
+        if weights["icf"]:
+            terms["icf"] = nt_xent(pf[:n], pf[n:], self.tau_ic)
+        if weights["pn"]:
             terms["pn"] = part_neighbour_loss(z.reshape(2 * n, self.n_subspaces, -1), self.tau_pn, self.n_neighbours)
-        if self.lambda_cc:
+        if weights["cc"]:
             h = torch.cat([f, z], dim=1) if self.fusion == "concat" else f + z
             terms["cc"] = consistency_loss(h[:n], h[n:], self.tau_cc)
-        if self.lambda_cd:
-            terms["cd"] = codeword_diversity(logits, self.cd_variant, self.tau_sq)
+        if weights["cd"]:
+            terms["cd"] = codeword_diversity(cosine, self.cd_variant, self.tau_sq)
         return terms
 
     def _make_model(self, dim: int, gen: torch.Generator) -> SSCQNet:
         M, D = self.n_subspaces, self._embedding_size()
         net = make_backbone(self.backbone, dim, D, self.image_shape_)
-        return SSCQNet(net, M, self.n_codewords, D // M, gen).to(self.device_)
+        return SSCQNet(net, M, self.n_codewords, D // M, gen, self.geometry).to(self.device_)
 
     def _fit(self, X, y, run):
         gen, _ = self._generators()
         Xt = self._prepare(X)
         M, K = self.n_subspaces, self.n_codewords
         self.model_ = model = self._make_model(X.shape[1], gen)
-        weights = {t: float(getattr(self, f"lambda_{t}")) for t in LOSS_TERMS}
+        weights = self._weights()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps_per_epoch = max(1, len(Xt) // min(self.batch_size, len(Xt)))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_factor(s, steps_per_epoch))
         self.codebooks_ = model.codebooks().detach().cpu().numpy()
         self.history_ = []
         start = self._resume_training(opt, sched)  # 0, or the checkpoint's epoch with its full training state
-        for epoch in range(start + 1, self.epochs + 1):
-            model.train()
-            sums = dict.fromkeys(["total", *[t for t in LOSS_TERMS if weights[t]]], 0.0)
-            usage = torch.zeros(M * K, dtype=torch.int64)
-            n_batches = 0
-            for idx in self._batches(len(Xt), gen):
-                x = Xt[idx]
-                f = model.embed(torch.cat([self._view(x, gen), self._view(x, gen)]))
-                z, logits = model.quantize(f, self.tau_sq)
-                terms = self._loss_terms(f, z, logits)
-                total = sum(weights[t] * v for t, v in terms.items())
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                sched.step()
-                n_batches += 1
-                sums["total"] += float(total.detach())
-                for t, v in terms.items():
-                    sums[t] += float(v.detach())
-                codes = logits.detach().argmax(-1)                        # (2N, M) hard codes
-                usage += torch.bincount((codes + torch.arange(M, device=codes.device) * K).reshape(-1).cpu(),
-                                        minlength=M * K)
-            self.codebooks_ = model.codebooks().detach().cpu().numpy()
-            losses = {t: v / n_batches for t, v in sums.items()}
+        warm = min(self.warmup_epochs, math.ceil(self.epochs / 10))
+
+        def epoch_end(epoch, losses):
             self.history_.append(losses)
-            soft_hard = self._soft_hard(f, z, logits, codes) if run.observed else None
-            if not run.step(epoch, losses, n_codewords=K, usage=usage.reshape(M, K).numpy(), soft_hard=soft_hard,
-                            sample=lambda: self._embedding_sample(self.transform(X))):
-                break
-            if epoch == min(self.warmup_epochs, math.ceil(self.epochs / 10)):
+            if epoch == warm:
                 run.note("warm-up", f"learning-rate warm-up done after epoch {epoch}; cosine decay from lr={self.lr:g}",
                          epoch=epoch, lr=self.lr)
+
+        window = StepWindow(M, K)
+        for _, idx in self._train_batches(run, len(Xt), gen, start, window, on_epoch_end=epoch_end,
+                                          sample=lambda: self._embedding_sample(self.transform(X))):
+            x = Xt[idx]
+            f = model.embed(torch.cat([self._view(x, gen), self._view(x, gen)]))
+            z, logits, cosine = model.quantize(f, self.tau_sq)
+            terms = self._loss_terms(f, z, cosine)
+            total = sum(weights[t] * v for t, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sched.step()
+            codes = logits.detach().argmax(-1)                            # (2N, M) hard codes
+            window.add({"total": float(total.detach()), **{t: float(v.detach()) for t, v in terms.items()}},
+                       codes=codes, soft_hard=lambda f=f, z=z, logits=logits, codes=codes: self._soft_hard(f, z, logits, codes))
+        self.codebooks_ = model.codebooks().detach().cpu().numpy()
         model.eval()
 
     def _soft_hard(self, f, z, logits, codes) -> dict:
