@@ -34,7 +34,9 @@ class Dataset:
 
     base: (n, d) float32 (may be a read-only memory map); labels: (n,) int64 or None;
     queries: (nq, d) float32 or None; query_labels: (nq,) or None; image_shape: (h, w) when
-    the vectors are images (digits 8×8, Fashion-MNIST 28×28), so image models can reshape them.
+    the vectors are images (digits 8×8, Fashion-MNIST 28×28), so image models can reshape them;
+    learn: (n_learn, d) or None, a separate training set (SIFT1M's ``learn`` file): when given,
+    fits use it (:func:`training_set`) and the base is only encoded and evaluated.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Dataset:
     queries: np.ndarray | None = None
     query_labels: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    learn: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -54,8 +57,9 @@ class Dataset:
 
     def __repr__(self) -> str:
         q = "none" if self.queries is None else str(len(self.queries))
+        learn = "" if self.learn is None else f", learn={tuple(self.learn.shape)}"
         return (f"Dataset({self.name!r}, base={self.base.shape}, labels={'yes' if self.labels is not None else 'no'}, "
-                f"queries={q})")
+                f"queries={q}{learn})")
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -80,6 +84,31 @@ def make_synthetic(n: int = 5000, d: int = 32, n_clusters: int = 20, *, spread: 
     labels = rng.integers(0, n_clusters, size=n)
     X = centres[labels] + spread * rng.standard_normal((n, d)).astype(np.float32)
     return Dataset("synthetic", X.astype(np.float32), labels.astype(np.int64))
+
+
+def make_sift_like(n: int = 20000, d: int = 128, n_clusters: int = 64, *, rank: int = 16,
+                   random_state: int = 0) -> np.ndarray:
+    """A seeded SIFT-like set (n, d) float32: non-negative, clustered, correlated, integer-valued.
+
+    SIFT descriptors are histograms of gradients: non-negative, mostly small with a few large
+    bins, strongly correlated across bins, clustered by image content. Here: ``n_clusters``
+    centres ``relu(A_c B)`` (A_c ~ N(0, I_rank), B (rank, d) shared, so bins co-vary), each point
+    its centre plus ``relu``'d low-rank and isotropic noise, scaled so the largest coordinate is
+    about 150 and rounded to integers as SIFT1M's bytes are. No labels; draw learn, base and
+    queries from one call (disjoint rows) so they share the distribution.
+    """
+    n = check_int(n, "n", low=1)
+    d = check_int(d, "d", low=1)
+    n_clusters = check_int(n_clusters, "n_clusters", low=1)
+    rank = check_int(rank, "rank", low=1)
+    rng = np.random.default_rng(random_state)
+    mix = rng.standard_normal((rank, d)) / np.sqrt(rank)
+    centres = np.maximum(rng.standard_normal((n_clusters, rank)) @ mix, 0.0)
+    labels = rng.integers(0, n_clusters, size=n)
+    noise = 0.5 * rng.standard_normal((n, rank)) @ mix + 0.15 * rng.standard_normal((n, d))
+    X = np.maximum(centres[labels] + noise, 0.0)
+    X = np.rint(X * (150.0 / max(float(np.quantile(X, 0.999)), 1e-12)))
+    return X.astype(np.float32)
 
 
 def load_fashion_mnist(directory: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
@@ -244,13 +273,15 @@ def read_vectors(path) -> np.ndarray:
 
 # --------------------------------------------------------------------------- entry point
 def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLike | None = None,
-         queries: str | os.PathLike | None = None, **options) -> Dataset:
+         queries: str | os.PathLike | None = None, learn: str | os.PathLike | None = None, **options) -> Dataset:
     """Load a built-in dataset by name or vectors from a file.
 
     name_or_path: "digits" (default), "synthetic" (``options``: n, d, n_clusters, spread,
         random_state), "fashion-mnist", or a path readable by :func:`read_vectors`.
     labels: optional path to per-vector labels (.npy, .ivecs or IDX).
     queries: optional path to query vectors in any supported format.
+    learn: optional path to a separate training set in any supported format (SIFT1M's layout:
+        fit on ``learn``, encode and evaluate ``base``, search with ``queries``).
     File-backed bases stay memory-mapped; they are converted to float32 in batches by consumers.
     """
     key = str(name_or_path)
@@ -279,6 +310,12 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
         if q.ndim != 2 or q.shape[1] != ds.dim:
             raise DataFileError(f"{queries}: queries have shape {q.shape} but the base vectors have d={ds.dim}")
         ds = replace(ds, queries=q)
+    if learn is not None:
+        train = read_vectors(learn)
+        if train.ndim != 2 or train.shape[1] != ds.dim or train.shape[0] == 0:
+            raise DataFileError(f"{learn}: learn vectors have shape {train.shape} but the base vectors have "
+                                f"d={ds.dim}; give a learn file of at least one {ds.dim}-dim vector")
+        ds = replace(ds, learn=train)
     return ds
 
 
@@ -390,23 +427,28 @@ def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) ->
 
 
 def training_rows(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
-    """(train_size,) sorted int64 ids of the seeded training sample of ``ds.base`` (:func:`sample_rows`),
-    or None for the whole base; nothing is read. ``name`` is how an out-of-range size is named in
-    the error (the CLI says ``--train-size``)."""
+    """(train_size,) sorted int64 ids of the seeded training sample of the training source
+    (``ds.learn`` when the dataset has one, else ``ds.base``; :func:`sample_rows`), or None for
+    all of it; nothing is read. ``name`` is how an out-of-range size is named in the error (the
+    CLI says ``--train-size``)."""
     if train_size is None:
         return None
-    size = check_int(train_size, name, low=1, high=ds.n,
-                     fix=f"Give at most the {ds.n} base vectors (queries excluded), "
-                         f"or leave {name} out to fit on all of them")
-    return sample_rows(ds.n, size, random_state)
+    n, what = (ds.n, "base vectors (queries excluded)") if ds.learn is None else (len(ds.learn), "learn vectors")
+    size = check_int(train_size, name, low=1, high=n,
+                     fix=f"Give at most the {n} {what}, or leave {name} out to fit on all of them")
+    return sample_rows(n, size, random_state)
 
 
 def training_set(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
     """(X, labels) to fit on: the whole base and its labels, or with ``train_size`` the seeded
     sample of that many base rows (:func:`training_rows`), so that only they are read from a
-    memory-mapped base. Labels are None when the dataset has none. Shared by ``pqx train
-    --train-size`` and :func:`explorer.sweep.sweep`, so both fit on the same rows for a seed."""
+    memory-mapped base. Labels are None when the dataset has none. With a learn set
+    (``ds.learn``, ``--learn``) the rows come from it instead, and labels are None (learn files
+    carry none; the base's labels score the evaluation only). Shared by ``pqx train`` and
+    :func:`explorer.sweep.sweep`, so both fit on the same rows for a seed."""
     rows = training_rows(ds, train_size, random_state, name=name)
+    if ds.learn is not None:
+        return (ds.learn if rows is None else ds.learn[rows]), None
     if rows is None:
         return ds.base, ds.labels
     return ds.base[rows], None if ds.labels is None else ds.labels[rows]

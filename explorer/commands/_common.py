@@ -14,13 +14,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", help="digits (default), synthetic, fashion-mnist, or a vector file "
                    "(.fvecs .ivecs .bvecs .npy IDX)")
     p.add_argument("--queries", default=None, help="query vectors file (default: hold out --n-queries base vectors)")
+    p.add_argument("--learn", default=None, metavar="PATH", help="separate training vectors (SIFT1M's learn file): "
+                   "fit on them, encode and evaluate --data (default: fit on --data itself)")
     p.add_argument("--labels", default=None, help="per-vector labels file (.npy, .ivecs or IDX), enables mAP")
     p.add_argument("--n-queries", type=int, default=200, help="base vectors held out as queries (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random_state for data split and training (default 0)")
 
 
 def load_dataset(args) -> data.Dataset:
-    ds = data.load(args.data, labels=args.labels, queries=args.queries)
+    ds = data.load(args.data, labels=args.labels, queries=args.queries, learn=getattr(args, "learn", None))
     return data.split_queries(ds, args.n_queries, random_state=args.seed)
 
 
