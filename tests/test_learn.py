@@ -86,3 +86,21 @@ def test_a_learn_file_of_another_dimension_is_refused(files, tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(Exception, match="train_size=700 is out of range"):
         data.training_set(data.load(tmp / "base.fvecs", learn=tmp / "learn.fvecs"), 700)
+
+
+def test_rlq_report_checks_its_policy_on_the_base_with_references_trained_on_the_learn_file(files, tmp_path):
+    from explorer.methods.rlq import reference_rows
+    tmp, X = files
+    out = tmp_path / "r.json"
+    assert cli.main(["train", "--method", "rlq", "-M", "2", "-K", "16", "--iters", "1", "--seed", "0", "--quiet",
+                     "--data", str(tmp / "base.fvecs"), "--queries", str(tmp / "query.fvecs"),
+                     "--learn", str(tmp / "learn.fvecs"), "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    check = report["policy_check"]
+    assert check["trained"] == report["policy_distortion"]
+    assert check["refined"] == pytest.approx(report["distortion"]) and check["refined"] <= check["greedy"]
+    assert check["untrained"] == check["greedy"]  # distance prior + zero head: nearest-residual encoding
+    ds = data.Dataset("base", X[600:1500], queries=X[1500:])
+    expected = reference_rows(ds, 2, 16, kinds=("rq", "lsq"), train=X[:600])  # trained on the learn file
+    assert check["rq"] == pytest.approx(expected["rq"]["distortion"], rel=1e-9)
+    assert check["lsq"] == pytest.approx(expected["lsq"]["distortion"], rel=1e-9)
