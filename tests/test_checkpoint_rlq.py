@@ -17,9 +17,10 @@ from explorer.methods.rlq import RLQ
 
 from cli_resume import full_interrupted_resumed
 
-# small: 4 stages on 600 × 16 vectors, M = 3 codebooks of 32 codewords, 3 minibatches per pass
+# small: 4 stages on 600 × 16 vectors, M = 3 codebooks of 32 codewords, 3 minibatches per pass;
+# sampling warmer than the default (0.005) so that another sampling generator also changes the codes
 SETTINGS = dict(n_subspaces=3, n_codewords=32, n_iter=4, batch_size=200, init_iter=3, references=False,
-                random_state=7)
+                temperature=0.1, random_state=7)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,58 @@ def test_cli_ctrl_c_with_checkpoint_then_resume_matches_an_uninterrupted_run(X, 
     capsys.readouterr()
     for key in ("distortion", "usage", "recall_at", "policy_distortion"):
         assert resumed[key] == full[key], key
+
+
+# ---- steps within stages (log_every): live at the pace of training, checkpoints at stage ends
+WITHIN = dict(SETTINGS, log_every=2)  # 3 minibatches × 2 passes = 6 updates a stage: steps after 2, 4, then the end
+
+
+@pytest.fixture(scope="module")
+def within_reference(X):
+    steps = []
+    q = RLQ(**WITHIN).fit(X, callbacks=[lambda e: steps.append(e) if isinstance(e, Step) else None])
+    return q, steps
+
+
+def adam_updates(q) -> int:
+    return int(q._after_fit["training"]["policy_optimizer"]["state"][0]["step"])
+
+
+def test_steps_within_a_stage_carry_its_fraction_and_only_stage_ends_are_checkpointed(X, within_reference, tmp_path):
+    q, steps = within_reference
+    assert [s.step for s in steps] == list(range(1, 13))
+    assert [round(s.epoch, 3) for s in steps[:3]] == [round(1 / 3, 3), round(2 / 3, 3), 1.0]
+    assert {"total", "policy_mse", "greedy_mse", "policy", "value", "entropy"} <= set(steps[0].losses)
+    assert len(q.history_) == 4 and adam_updates(q) == 24
+    first = RLQ(**WITHIN)
+    ckpt = Checkpointer(first, tmp_path, every=1)
+    first.fit(X, callbacks=[ckpt, stop_after(5)])  # step 5: four updates into stage 2
+    assert ckpt.saved_steps == [3]  # the stage-1 end; the stop within stage 2 saves nothing
+    assert adam_updates(first) == 6 + 4 and first.stopped_  # stopped at once: no update after the reported one
+    assert first.encode(X).shape == (len(X), 3)  # ... and usable
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 3 and state["extra"]["stage"] == 1
+    resumed = RLQ(**WITHIN).fit(X, resume=state)
+    np.testing.assert_array_equal(resumed.encode(X), q.encode(X))
+    assert resumed.history_ == q.history_
+    # the stopped model's own state_dict() is that stage end too, and resumes exactly
+    again = RLQ(**WITHIN).fit(X, resume=first.state_dict())
+    np.testing.assert_array_equal(again.encode(X), q.encode(X))
+
+
+class _StopAfterChecks:
+    """A stop signal that turns on after ``k`` checks (training checks once per update)."""
+
+    def __init__(self, k):
+        self.k, self.n = k, 0
+
+    def is_set(self):
+        self.n += 1
+        return self.n > self.k
+
+
+def test_stop_acts_within_one_update_without_steps_within_stages(X):
+    """log_every=0 reports stage ends only; a stop requested during stage 2 still ends the fit
+    after the update in progress, not at the stage end."""
+    q = RLQ(**dict(SETTINGS, log_every=0)).fit(X, stop=_StopAfterChecks(6 + 1 + 1))  # 6 updates, the stage-1 step, 1 more
+    assert q.stopped_ and adam_updates(q) == 8 and len(q.history_) == 1

@@ -23,6 +23,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="the .npz array that is the base (default: base, train or x, or the only array)")
     g.add_argument("--queries", default=None, metavar="PATH",
                    help="query vectors file (default: the file's own, else hold out --n-queries base vectors)")
+    g.add_argument("--learn", default=None, metavar="PATH", help="separate training vectors (SIFT1M's learn file): "
+                   "fit on them, encode and evaluate --data (default: fit on --data itself)")
     g.add_argument("--labels", default=None, metavar="PATH", help="per-vector labels file (.npy, .ivecs or IDX), enables mAP")
     g.add_argument("--query-labels", default=None, metavar="PATH",
                    help="labels of the --queries vectors; with --labels, mAP on a separate query file")
@@ -40,8 +42,11 @@ def load_dataset(args) -> data.Dataset:
     """
     seed = check_random_state(args.seed, "--seed")
     ds = data.load(args.data, labels=args.labels, queries=args.queries,
-                   query_labels=getattr(args, "query_labels", None), base_key=getattr(args, "base_key", None))
+                   query_labels=getattr(args, "query_labels", None), base_key=getattr(args, "base_key", None),
+                   learn=getattr(args, "learn", None))
     check_finite_rows(ds.base, f"--data {args.data}")
+    if ds.learn is not None:
+        check_finite_rows(ds.learn, f"--learn {args.learn}")
     if ds.queries is not None:
         check_finite_rows(ds.queries, f"--queries {args.queries}")
     return data.split_queries(ds, args.n_queries, random_state=seed)

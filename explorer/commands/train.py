@@ -15,7 +15,8 @@ uninterrupted run.
 
 What stays on disk: a vector file given as ``--data`` is memory-mapped and stays there. Held-out
 queries are read (``--n-queries`` rows) and skipped lazily in the base, without copying it
-(:class:`~explorer.data.RowsExcept`); ``--train-size N`` fits on a seeded sample of N base
+(:class:`~explorer.data.RowsExcept`); ``--learn PATH`` fits on a separate training file (SIFT1M's layout) and only encodes and
+evaluates the base; ``--train-size N`` fits on a seeded sample of N base (or learn)
 rows, gathered in file order, so only those N rows are read into memory; the evaluation reads
 the base in batches (:func:`~explorer.report.evaluate`) and keeps only its codes, n × M bytes
 for K ≤ 256. Without ``--train-size`` the fit reads the whole base into memory, as any fit on
@@ -125,6 +126,7 @@ def _print_summary(quantizer, ds, report: dict, args) -> None:
     mp = "n/a" if report["map"] is None else f"{report['map']:.4f}"
     print(f"{quantizer.title} on {ds.name}: {report['n_base']}×{report['dim']}, M={report['subspaces']} "
           f"K={report['codewords']} ({report['bits']} bits)"
+          + ("" if ds.learn is None else f", fit on the learn set ({len(ds.learn)} vectors)")
           + ("" if args.train_size is None else f", fit on a sample of {report['n_train']}"))
     print(f"distortion {report['distortion']:.4f}  recall@1/10/100 {recall['1']:.3f}/{recall['10']:.3f}/{recall['100']:.3f}"
           f"  mAP {mp}  collapsed subspaces {sum(report['collapsed'])}/{report['subspaces']}  "

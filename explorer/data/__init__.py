@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import DataFileError, InvalidParameter, InvalidType, PQXError
 from ..validation import check_labels, check_vectors
-from .builtin import BUILTINS, FASHION_MNIST_DIR, load_digits, load_fashion_mnist, make_synthetic
+from .builtin import BUILTINS, FASHION_MNIST_DIR, load_digits, load_fashion_mnist, make_sift_like, make_synthetic
 from .dataset import Dataset, RowsExcept, is_memory_mapped, row_batches
 from .readers import (HDF5_METRICS, NPZ_NAMES, read_bvecs, read_fvecs, read_hdf5_dataset, read_idx, read_ivecs,
                       read_npy, read_npz_dataset, read_vectors, write_idx, write_vecs)
@@ -47,7 +47,7 @@ from .splits import ground_truth, sample_rows, split_queries, training_rows, tra
 
 def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLike | None = None,
          queries: str | os.PathLike | None = None, query_labels: str | os.PathLike | None = None,
-         base_key: str | None = None, **options) -> Dataset:
+         base_key: str | None = None, learn: str | os.PathLike | None = None, **options) -> Dataset:
     """Load a built-in dataset by name or vectors from a file.
 
     name_or_path: "digits" (default), "synthetic" (``options``: n, d, n_clusters, spread,
@@ -58,6 +58,8 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
     queries: optional path to query vectors in any supported format (they replace the file's own).
     query_labels: optional path to the queries' labels (needs queries): with ``labels`` it
         makes mAP measurable on a separate query file.
+    learn: optional path to a separate training set in any supported format (SIFT1M's layout:
+        fit on ``learn``, encode and evaluate ``base``, search with ``queries``).
     File-backed bases stay memory-mapped; they are converted to float32 in batches by consumers.
     """
     key = str(name_or_path)
@@ -100,6 +102,12 @@ def load(name_or_path: str | os.PathLike = "digits", *, labels: str | os.PathLik
             ds = replace(ds, query_labels=check_labels(qlab, len(ds.queries), "query labels"))
         except PQXError as exc:
             raise DataFileError(f"{query_labels}: {exc}") from None
+    if learn is not None:
+        train = read_vectors(learn)
+        if train.ndim != 2 or train.shape[1] != ds.dim or train.shape[0] == 0:
+            raise DataFileError(f"{learn}: learn vectors have shape {train.shape} but the base vectors have "
+                                f"d={ds.dim}; give a learn file of at least one {ds.dim}-dim vector")
+        ds = replace(ds, learn=train)
     return ds
 
 
@@ -130,7 +138,7 @@ def as_dataset(obj, *, name: str = "array", labels=None) -> Dataset:
 
 
 __all__ = ["Dataset", "RowsExcept", "is_memory_mapped", "row_batches", "BUILTINS", "FASHION_MNIST_DIR",
-           "load_digits", "make_synthetic", "load_fashion_mnist", "HDF5_METRICS", "NPZ_NAMES", "read_fvecs",
+           "load_digits", "make_synthetic", "make_sift_like", "load_fashion_mnist", "HDF5_METRICS", "NPZ_NAMES", "read_fvecs",
            "read_ivecs", "read_bvecs", "read_idx", "read_npy", "read_npz_dataset", "read_hdf5_dataset",
            "read_vectors", "write_vecs", "write_idx", "split_queries", "sample_rows", "training_sample",
            "training_rows", "training_set", "ground_truth", "load", "as_dataset"]

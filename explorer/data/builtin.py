@@ -38,6 +38,31 @@ def make_synthetic(n: int = 5000, d: int = 32, n_clusters: int = 20, *, spread: 
     return Dataset("synthetic", X.astype(np.float32), labels.astype(np.int64))
 
 
+def make_sift_like(n: int = 20000, d: int = 128, n_clusters: int = 64, *, rank: int = 16,
+                   random_state: int = 0) -> np.ndarray:
+    """A seeded SIFT-like set (n, d) float32: non-negative, clustered, correlated, integer-valued.
+
+    SIFT descriptors are histograms of gradients: non-negative, mostly small with a few large
+    bins, strongly correlated across bins, clustered by image content. Here: ``n_clusters``
+    centres ``relu(A_c B)`` (A_c ~ N(0, I_rank), B (rank, d) shared, so bins co-vary), each point
+    its centre plus ``relu``'d low-rank and isotropic noise, scaled so the largest coordinate is
+    about 150 and rounded to integers as SIFT1M's bytes are. No labels; draw learn, base and
+    queries from one call (disjoint rows) so they share the distribution.
+    """
+    n = check_int(n, "n", low=1)
+    d = check_int(d, "d", low=1)
+    n_clusters = check_int(n_clusters, "n_clusters", low=1)
+    rank = check_int(rank, "rank", low=1)
+    rng = np.random.default_rng(random_state)
+    mix = rng.standard_normal((rank, d)) / np.sqrt(rank)
+    centres = np.maximum(rng.standard_normal((n_clusters, rank)) @ mix, 0.0)
+    labels = rng.integers(0, n_clusters, size=n)
+    noise = 0.5 * rng.standard_normal((n, rank)) @ mix + 0.15 * rng.standard_normal((n, d))
+    X = np.maximum(centres[labels] + noise, 0.0)
+    X = np.rint(X * (150.0 / max(float(np.quantile(X, 0.999)), 1e-12)))
+    return X.astype(np.float32)
+
+
 def load_fashion_mnist(directory: str | os.PathLike = FASHION_MNIST_DIR) -> Dataset:
     """Fashion-MNIST's 70,000 images (train then test) as 784-d float32 in [0, 1], labels 0–9.
 

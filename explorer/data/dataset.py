@@ -22,6 +22,8 @@ class Dataset:
     neighbors: (nq, k) int64 ids of each query's exact nearest base vectors when the file gave
     them (ann-benchmarks ``neighbors``): evaluation uses them as given instead of computing its
     own; metric: the metric ("l2", "ip", "cosine") that ground truth was made with, when known.
+    learn: (n_learn, d) or None, a separate training set (SIFT1M's ``learn`` file): when given,
+    fits use it (:func:`~explorer.data.training_set`) and the base is only encoded and evaluated.
     """
 
     name: str
@@ -32,6 +34,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     neighbors: np.ndarray | None = None
     metric: str | None = None
+    learn: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -43,8 +46,9 @@ class Dataset:
 
     def __repr__(self) -> str:
         q = "none" if self.queries is None else str(len(self.queries))
+        learn = "" if self.learn is None else f", learn={tuple(self.learn.shape)}"
         return (f"Dataset({self.name!r}, base={self.base.shape}, labels={'yes' if self.labels is not None else 'no'}, "
-                f"queries={q})")
+                f"queries={q}{learn})")
 
 
 def is_memory_mapped(array) -> bool:

@@ -49,23 +49,28 @@ def training_sample(base: np.ndarray, train_size: int, random_state: int = 0) ->
 
 
 def training_rows(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
-    """(train_size,) sorted int64 ids of the seeded training sample of ``ds.base`` (:func:`sample_rows`),
-    or None for the whole base; nothing is read. ``name`` is how an out-of-range size is named in
-    the error (the CLI says ``--train-size``)."""
+    """(train_size,) sorted int64 ids of the seeded training sample of the training source
+    (``ds.learn`` when the dataset has one, else ``ds.base``; :func:`sample_rows`), or None for
+    all of it; nothing is read. ``name`` is how an out-of-range size is named in the error (the
+    CLI says ``--train-size``)."""
     if train_size is None:
         return None
-    size = check_int(train_size, name, low=1, high=ds.n,
-                     fix=f"Give at most the {ds.n} base vectors (queries excluded), "
-                         f"or leave {name} out to fit on all of them")
-    return sample_rows(ds.n, size, random_state)
+    n, what = (ds.n, "base vectors (queries excluded)") if ds.learn is None else (len(ds.learn), "learn vectors")
+    size = check_int(train_size, name, low=1, high=n,
+                     fix=f"Give at most the {n} {what}, or leave {name} out to fit on all of them")
+    return sample_rows(n, size, random_state)
 
 
 def training_set(ds: Dataset, train_size: int | None, random_state: int = 0, *, name: str = "train_size"):
     """(X, labels) to fit on: the whole base and its labels, or with ``train_size`` the seeded
     sample of that many base rows (:func:`training_rows`), so that only they are read from a
-    memory-mapped base. Labels are None when the dataset has none. Shared by ``pqx train
-    --train-size`` and :func:`explorer.sweep.sweep`, so both fit on the same rows for a seed."""
+    memory-mapped base. Labels are None when the dataset has none. With a learn set
+    (``ds.learn``, ``--learn``) the rows come from it instead, and labels are None (learn files
+    carry none; the base's labels score the evaluation only). Shared by ``pqx train`` and
+    :func:`explorer.sweep.sweep`, so both fit on the same rows for a seed."""
     rows = training_rows(ds, train_size, random_state, name=name)
+    if ds.learn is not None:
+        return (ds.learn if rows is None else ds.learn[rows]), None
     if rows is None:
         return ds.base, ds.labels
     return ds.base[rows], None if ds.labels is None else ds.labels[rows]

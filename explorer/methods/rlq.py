@@ -1,78 +1,114 @@
 """Multi-codebook (additive) quantization whose encoder is a policy trained by reinforcement
 learning (Zhu, Song, Gao et al., "Revisiting Multi-Codebook Quantization"; only the supplement
 is available to us: network Table 1, hyper-parameter Table 2, encoding times Table 3, ablations
-Fig. 1/4). Everything below that the supplement does not state is our reconstruction; the list
-"Where the supplement is silent" says what we chose and why.
+Fig. 1/4). Everything below that the supplement does not state is our reconstruction, and is
+labelled so: the list "Where the supplement is silent" says what we chose and why.
 
 Model. A vector x (d,) is approximated by a sum of M full-dimensional codewords,
 x ≈ x̂ = Σ_m C_m[k_m], with codebooks C (M, K, d) — additive quantization, not PQ: there are no
 sub-spaces and M need not divide d. Codes are chosen sequentially, one codebook per step, as a
-Markov decision process:
+Markov decision process (the MDP itself is our reconstruction):
 
-* state s_m = the residual r_m = x − Σ_{j<m} C_j[k_j] (r_0 = x), divided by a fixed data scale;
+* state s_m: what the networks read, ``state="residual"`` (default) the residual
+  r_m = x − Σ_{j<m} C_j[k_j] (r_0 = x), or ``state="x"`` the vector x at every step (the
+  supplement: "D is the dimension of input x"), either divided by a fixed data scale;
 * action k_m ∈ {0..K−1} drawn from the policy π_θm(· | s_m) (one IndepNet block per codebook,
   "IndepNet θ");
 * reward ρ_m = (||r_m||² − ||r_{m+1}||²) / ||x||², the relative drop of quantization error, so
   the undiscounted return G_m = Σ_{j≥m} ρ_j = (||r_m||² − ||r_M||²) / ||x||²;
-* the value V_τm(s_m) ("QENet τ", one block per codebook with a scalar head) predicts G_m, i.e.
-  how much of the remaining quantization error the following codebooks will remove.
+* QENet τ (one block per codebook) estimates G: ``value_head="scalar"`` (default) a value V(s_m)
+  (Linear(7D, 1), our reconstruction), or ``"actions"`` Table 1's fc(7D, K) read as one
+  estimate Q(s_m, k) per codeword, trained on Q(s, a) ≈ G, with V(s) = Σ_k π(k|s) Q(s, k) as the
+  baseline. Table 1 gives fc(7D, K) for "every block" without saying what QENet's K outputs
+  mean; the scalar head is the default because it is what PPO's value function is and its
+  target is one number per transition.
 
-Training alternates, once per step (``n_iter`` steps, one :class:`~explorer.events.Step` each):
+Why the residual is the default state: the policy of step m must know what the codes already
+chosen left to quantize; from x alone it would have to re-derive Σ_{j<m} C_j[k_j], which the
+networks never see. (The distance prior below reads the residual either way.)
+
+Training alternates (``n_iter`` stages; one resumable :class:`~explorer.events.Step` at each
+stage end, and with ``log_every`` one every ``log_every`` minibatch updates within it):
 
 1. sampling stage — the policy (dropout off) samples codes for the training set; rewards and
    returns are recorded with the codebooks used for sampling. Then the codebooks are re-solved
    by least squares given codes (the AQ/LSQ codebook update, min_C ||X − B C||² with B the
-   one-hot code matrix, :func:`solve_codebooks`). The step's ``losses["total"]`` is the
-   quantization error E = mean ||x − x̂||² after that update (Fig. 1/3's curve), ``"sampled"``
-   the error of the sampled codes, ``"greedy"`` that of the greedy policy's codes (before
-   refinement and the update), and the step's usage histogram is that of the sampled codes;
+   one-hot code matrix, :func:`solve_codebooks`), for the best codes known per vector, the
+   sampled ones among the candidates (``learn_from_samples``; see below). The step's losses:
+   ``total`` the quantization error E = mean ||x − x̂||² after that update (Fig. 3's curve),
+   and on the sampling codebooks ``sampled_mse`` (the sampled codes), ``policy_mse`` (the
+   greedy policy's own codes, no ICM: Fig. 1's E) and ``greedy_mse`` (nearest-residual
+   encoding, no network: what the policy has to beat). The usage histogram is the sampled codes';
 2. updating stage — ``ppo_epochs`` passes over the stage's transitions in minibatches of
-   ``batch_size`` (Table 2: 2000) with the clipped policy objective (clip ε = 0.2), the clipped
+   ``batch_size`` (Table 2: 2000; None, the default, sizes them to the training set, see
+   :meth:`RLQ._batch_size`) with the clipped policy objective (clip ε = 0.2), the clipped
    value loss (PPO2) and an entropy bonus α·H(π) (α = 0.05); gradients clipped to l2 norm 0.5;
    Adam for θ and τ with η1 = η2 = 2e-4; after every updating stage η1, η2 and α are multiplied
    by ``decay`` = 0.9999 (Table 2). Dropout 0.1 follows every layer norm and is active only in
    the updating stage. ``losses`` also carry the stage's mean ``policy`` and ``value`` losses
-   and the policy ``entropy`` (nats).
+   and the policy ``entropy`` (nats); a step within a stage carries their running means and
+   the stage's sampling-stage errors.
 
 Encoding (``encode``): the greedy policy (argmax of π at each step, dropout off), then, with
 ``refinement``, ``refine_iters`` rounds of ICM as in LSQ (Martinez et al. 2018,
 :func:`icm_refine`): each k_m in turn becomes the exact minimiser of
 ||x − Σ_{j≠m} C_j[k_j] − C_m[k]||² given the others, so refinement never increases the error.
+The report's ``policy_check`` (:meth:`RLQ.extra_report`) sets the trained policy's own codes
+beside the untrained network's, nearest-residual encoding and the refined codes, on the base.
 
-Ablation switches, as the paper's Fig. 1/4 variants (each a CLI flag):
+Ablation switches, as the paper's Fig. 1/4 variants (each a CLI flag). The supplement names the
+variants, not their mechanics; what each switch does is our reading:
   ``entropy=False``          (--no-entropy)     α = 0: no entropy regularisation;
   ``return_norm=False``      (--no-return-norm) value targets and advantages use raw returns
-                                                instead of returns divided by their running std;
+                                                instead of returns divided by their running std
+                                                (reconstruction: PPO's reward scaling);
   ``value_correction=False`` (--no-correction)  the advantage is G − mean(G) (a constant baseline,
-                                                REINFORCE) instead of G − V_τ(s) (QENet's correction);
+                                                REINFORCE) instead of G − V_τ(s) (QENet's
+                                                correction; reconstruction, see below);
   ``refinement=False``       (--no-refinement)  no ICM, in training or in ``encode`` ("Ours*").
+  ``advantage_norm=False``   (--no-advantage-norm) no per-minibatch advantage normalisation (ours,
+                                                not the paper's: PPO practice, on by default; it
+                                                rescales advantages per minibatch, so it hides most of
+                                                what ``return_norm`` changes in the policy update —
+                                                turn it off to see return normalisation act there).
 
-Networks (Table 1, SIFT/DEEP column): an IndepBlock is six layer groups lg = Linear → ReLU →
-LayerNorm (→ Dropout) of widths d→4d→2d→d→d→2d→4d, the outputs of groups 4, 5 and 6 concatenated
-(7d) and a final Linear(7d, K) (policy) or Linear(7d, 1) (value). ``width`` scales every hidden
-width (1.0 is the paper's; 0.5 by default so a CPU fit takes seconds).
+Networks (Table 1): an IndepBlock is six layer groups lg = Linear → ReLU → LayerNorm (→ Dropout),
+the outputs of groups 4, 5 and 6 concatenated and a final Linear (fc(7D, K) for the policy).
+Widths d→4d→2d→d→d→2d→4d (SIFT/DEEP column, 7d concatenated) or d→d→d/2→d/4→d/4→d/2→d
+(LabelMe22K column for D = 512, 7d/4 concatenated); ``layout="auto"`` takes the LabelMe22K one
+for d ≥ 512 (:func:`block_layout`). ``width`` scales every hidden width (1.0 is the paper's;
+0.5 by default so a CPU fit takes seconds).
 
 Where the supplement is silent, our choices:
-* state = scaled residual (the supplement only says the networks take x); the scale is the root
-  mean square coordinate of the training set, fixed at fit time;
+* state = scaled residual by default, x with ``state="x"`` (the supplement only says the networks
+  take x; see "Why the residual" above); the scale is the root mean square coordinate of the
+  training set, fixed at fit time;
 * one policy and one value block per codebook ("Indep"), no weight sharing;
 * rewards/returns as above (γ = 1); ``return_norm`` divides returns by the running std of all
   returns seen so far (Welford), as PPO's reward scaling does; advantages are then normalised
-  per minibatch (zero mean, unit std), common PPO practice;
+  per minibatch (zero mean, unit std), common PPO practice (``advantage_norm``);
 * initialisation, so a CPU demo learns in seconds: codebooks by residual k-means (RQ: k-means on
   x, then on the residuals, ``init_iter`` Lloyd iterations each);
 * ``distance_prior`` (default on): the policy's logits are the block's output plus
   −||r_m − C_m[k]||² / T_m, T_m = ``temperature`` × RQ's mean error after step m, and the
   block's last layer starts at zero — so the untrained greedy policy *is* RQ's greedy encoder
-  and RL learns corrections to it. With ``distance_prior=False`` the policy is the paper's bare
+  and RL learns corrections to it. ``temperature`` = 0.005 by default: sampling then stays
+  close to greedy (entropy ≈ 0.02 nats), so a return measures what an action does when the
+  later codebooks are chosen nearly greedily, which is how the greedy policy is used. At 0.1
+  (our former default) the sampled codes' error is ~45% above greedy's and PPO improves the
+  noisy policy at the greedy one's expense (SIFT-like 5,000 × 128, M = 4, K = 256, seed 0,
+  lr 1e-3, training set: after 4 stages the greedy policy's error 8,423 against
+  nearest-residual 7,970 at 0.1, 8,006 against 7,976 at 0.02, 7,964 against 7,990 at 0.005). With ``distance_prior=False`` the policy is the paper's bare
   fc(7d, K) head trained from scratch (randomly initialised), which is how we reproduce the
   entropy ablation (Fig. 4: without entropy the sampled codes concentrate on few codewords);
-* the codes given to the least-squares update are, per training vector, the better of last
-  stage's codes and the greedy policy's codes (each ICM-refined when ``refinement``). We
-  measured that re-solving for the sampled codes (exploration noise) or for the bare greedy
-  codes makes E *rise* stage after stage (synthetic 2000×32, M=4, K=256: 1.00 → 1.15 over 12
-  stages even with the networks frozen): RQ's greedy codes stop being good once the codebooks
-  are jointly re-solved. Keeping the best codes makes E non-increasing;
+* the codes given to the least-squares update are, per training vector, the best of last
+  stage's codes, the greedy policy's and (``learn_from_samples``, default) the codes the policy
+  sampled, each ICM-refined when ``refinement``: the paper's alternation updates codebooks
+  from the sampling stage, and a sampled code that beats the others is what exploration found.
+  We measured that re-solving for the sampled codes alone (exploration noise) or for the bare
+  greedy codes makes E *rise* stage after stage (synthetic 2000×32, M=4, K=256: 1.00 → 1.15
+  over 12 stages even with the networks frozen): RQ's greedy codes stop being good once the
+  codebooks are jointly re-solved. Keeping the best codes makes E non-increasing;
 * least-squares ridge λ = ``ridge`` · n / (M·K), pulling each codeword towards its previous
   value, so codewords no code uses keep their place;
 * at most ``max_train_points`` vectors (seeded subsample) are used per fit;
@@ -80,6 +116,23 @@ Where the supplement is silent, our choices:
 * ADC search for additive codes: ||q − x̂||² = ||q||² − 2 Σ_m ⟨q, C_m[k_m]⟩ + ||x̂||², with the
   (nq, M, K) inner-product tables −2⟨q, C_m[k]⟩ and ||x̂||² recomputed from the codes (faiss's
   ``ST_norm_float`` search stores the same norms; :meth:`RLQ.to_faiss` gives such an index).
+
+What the policy learns, measured on held-out vectors (``policy_check``). SIFT-like 128-d
+(:func:`~explorer.data.make_sift_like`, seeds 0–2), learn 4,000 and base 4,000 disjoint, M = 8,
+K = 16 (32 bits), 8 stages, lr 1e-3, width 0.25, other parameters default; mean squared error
+on the base with the final codebooks. Trained policy against nearest-residual encoding
+(= the untrained network, whose head starts at zero): +0.09%, −0.03%, −0.05%; ICM-refined codes
+are ~4% below both (18,610 / 18,577 / 19,562 against greedy 19,372 / 19,246 / 20,418), so greedy
+is clearly beatable on these codebooks. On the training set the greedy policy's error falls
+below greedy's stage after stage (−0.43%, −0.48%, −0.29% at stage 8): the RL part optimises its
+in-sample objective, but at this CPU scale (8 stages of ~60 updates, not the paper's thousands)
+what it learns does not carry over to new vectors, and the target of a policy 2% below greedy on
+held-out vectors is not met. faiss's LSQ trained on the same learn set (14,825 / 14,815 /
+16,481) beats the refined codes by ~20%; faiss RQ (beam search: 19,702 / 19,418 / 20,878) and
+PQ (40,821 / 39,801 / 42,674) do not. The other readings, seed 0, same setting: ``state="x"``
+−0.31% against greedy on the base (in-sample −0.16% at stage 8), ``value_head="actions"``
+−0.16% (in-sample −0.35%): one seed each, no better than the default's spread over seeds, so the
+residual stays the default for the reason given above.
 
 What public code says, and why it does not settle these choices. No repository in our index is
 identified as the paper's release. A package named ``MCQ`` (stored without its repository name;
@@ -121,18 +174,41 @@ from .base import Option, Quantizer, check_bits
 from .pq import subsample
 
 
+STATES = ("residual", "x")
+"""What the networks read at step m (``state``): the residual r_m (default) or the vector x."""
+VALUE_HEADS = ("scalar", "actions")
+"""QENet's head (``value_head``): a scalar V(s), or Table 1's fc(7D, K), one Q(s, k) per codeword."""
+
+
 # --------------------------------------------------------------------------- networks (Table 1)
+LAYOUTS = {"sift": (4, 2, 1, 1, 2, 4), "labelme": (1, 0.5, 0.25, 0.25, 0.5, 1)}
+"""Table 1's two columns: the six layer-group widths as multiples of D. SIFT/DEEP (D = 128/96)
+first expand x to 4D (cat(4, 5, 6) is 7D wide); LabelMe22K (D = 512) keeps D (7D/4 wide)."""
+
+
+def block_layout(dim: int, layout: str = "auto") -> str:
+    """The Table 1 column an IndepBlock for ``dim``-dim input uses: ``layout``, or for "auto"
+    "labelme" when dim ≥ 512 and "sift" below (the supplement gives D = 96, 128 and 512 only;
+    the threshold between is our choice: expand small inputs, keep large ones)."""
+    if layout != "auto":
+        return layout
+    return "labelme" if dim >= 512 else "sift"
+
+
 class IndepBlock(nn.Module):
     """Table 1's block: input (n, d) → output (n, out_dim) float32.
 
     Six layer groups lg(a, b) = Linear(a, b) → ReLU → LayerNorm(b) → Dropout(p), with widths
-    d → 4d → 2d → d → d → 2d → 4d (each times ``width``, at least 1), then cat(groups 4, 5, 6)
-    (7d·width) → Linear(·, out_dim).
+    d → 4d → 2d → d → d → 2d → 4d (``layout="sift"``, Table 1's SIFT/DEEP column) or
+    d → d → d/2 → d/4 → d/4 → d/2 → d (``"labelme"``, its LabelMe22K column), each times
+    ``width`` (at least 1), then cat(groups 4, 5, 6) → Linear(·, out_dim) (Table 1's fc(7D, K)
+    for the policy; see :class:`RLQ` for the value network's head).
     """
 
-    def __init__(self, dim: int, out_dim: int, *, width: float = 1.0, dropout: float = 0.1, zero_head: bool = False):
+    def __init__(self, dim: int, out_dim: int, *, width: float = 1.0, dropout: float = 0.1, zero_head: bool = False,
+                 layout: str = "sift"):
         super().__init__()
-        widths = [max(1, int(round(f * dim * width))) for f in (4, 2, 1, 1, 2, 4)]
+        widths = [max(1, int(round(f * dim * width))) for f in LAYOUTS[layout]]
         groups, prev = [], dim
         for w in widths:
             groups.append(nn.Sequential(nn.Linear(prev, w), nn.ReLU(), nn.LayerNorm(w), nn.Dropout(dropout)))
@@ -290,15 +366,26 @@ class RLQ(TorchTrainingState, Quantizer):
     decay : multiplies η1, η2 and α after every updating stage (Table 2: 0.9999).
     clip : PPO clip range ε for the policy ratio and the value change (Table 2: 0.2).
     grad_clip : l2 norm to which gradients are clipped (Table 2: 0.5).
-    batch_size : minibatch size of the updating stage (Table 2: 2000).
+    batch_size : minibatch size of the updating stage (Table 2: 2000); None (default) sizes it to
+        the training set (:meth:`_batch_size`: ≥ 32 minibatches a pass when n ≥ 4,096).
     dropout : dropout after each layer norm during updates (Table 2: 0.1).
     ppo_epochs : passes over a stage's transitions per updating stage (not in the supplement; 2).
     refine_iters : ICM rounds per refinement (in ``encode`` and in training) when ``refinement``.
     init_iter : Lloyd iterations per codebook of the residual k-means init.
     distance_prior : add −||r − C_m[k]||²/T_m to the policy logits (our choice, see module docs);
         False trains the paper's bare policy head from scratch.
-    temperature : T_m relative to RQ's error after step m; lower = greedier sampling.
-    references : add faiss PQ/OPQ/RQ/LSQ reference rows to the ``pqx train`` report.
+    temperature : T_m relative to RQ's error after step m; lower = greedier sampling (0.005, see
+        the module docstring).
+    references : add faiss PQ/OPQ/RQ/LSQ reference rows to the ``pqx train`` report (and the
+        ``rq`` / ``lsq`` entries of its ``policy_check``).
+    state : what the networks read, "residual" (default) or "x" (see the module docstring).
+    value_head : QENet's head, "scalar" V(s) (default) or "actions" (Table 1's fc(7D, K), Q(s, k)).
+    advantage_norm : normalise advantages per minibatch (PPO practice; ablation switch).
+    learn_from_samples : the sampled codes are candidates of the codebook update (default).
+    log_every : also report a Step every this many minibatch updates within a stage (not
+        resumable: checkpoints stay at stage ends); 0 reports stage ends only. A stop request
+        is honoured after the update in progress either way.
+    layout : Table 1 column of the IndepBlocks, "sift", "labelme" or "auto" (labelme for d ≥ 512).
     ridge : strength of the least-squares codebook update's pull towards the previous codebooks.
     max_train_points : train on at most this many vectors (seeded subsample); None = all.
     device : torch device of the networks and of every tensor of training and encoding ("cpu",
@@ -315,6 +402,7 @@ class RLQ(TorchTrainingState, Quantizer):
 
     name = "rlq"
     supports_checkpoint = True
+    param_choices = {"state": STATES, "value_head": VALUE_HEADS, "layout": ("auto", *LAYOUTS)}
     training_state_keys = ("policy_optimizer", "value_optimizer")  # Adam states; their lr carries the decay
     network_attrs = ("policy_", "value_")
     title = "RL multi-codebook quantization"
@@ -330,6 +418,12 @@ class RLQ(TorchTrainingState, Quantizer):
                "(default adds -||r - c||^2/T to its logits)", const=False),
         Option("--no-references", "references", "skip the faiss PQ/OPQ/RQ/LSQ reference rows of the report",
                const=False),
+        Option("--no-advantage-norm", "advantage_norm", "[ablation] no per-minibatch advantage normalisation",
+               const=False),
+        Option("--state", "state", "what the networks read: residual (default, the sequential MDP) or x "
+               "(the supplement's input)", type=str),
+        Option("--value-head", "value_head", "QENet's head: scalar V(s) (default) or actions, fc(7D, K) as Table 1 "
+               "(Q(s, k) per codeword)", type=str),
         Option("--width", "width", "hidden-width factor of the IndepBlocks (1 = the paper's Table 1)", type=float),
         Option("--lr", "lr", "Adam learning rate of policy and value networks", type=float),
     )
@@ -337,11 +431,12 @@ class RLQ(TorchTrainingState, Quantizer):
     def __init__(self, n_subspaces: int = 4, n_codewords: int = 256, *, n_iter: int = 20, entropy: bool = True,
                  return_norm: bool = True, value_correction: bool = True, refinement: bool = True,
                  width: float = 0.5, lr: float = 2e-4, entropy_coef: float = 0.05, decay: float = 0.9999,
-                 clip: float = 0.2, grad_clip: float = 0.5, batch_size: int = 2000, dropout: float = 0.1,
+                 clip: float = 0.2, grad_clip: float = 0.5, batch_size: int | None = None, dropout: float = 0.1,
                  ppo_epochs: int = 2, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
-                 temperature: float = 0.1, references: bool = True,
-                 ridge: float = 1e-3, max_train_points: int | None = 20000, random_state: int = 0,
-                 device: str = "cpu"):
+                 temperature: float = 0.005, references: bool = True, state: str = "residual",
+                 value_head: str = "scalar", advantage_norm: bool = True, learn_from_samples: bool = True,
+                 log_every: int = 8, layout: str = "auto", ridge: float = 1e-3, max_train_points: int | None = 20000,
+                 random_state: int = 0, device: str = "cpu"):
         super().__init__(n_subspaces, n_codewords, random_state=random_state, device=device)
         self.n_iter = n_iter
         self.entropy = entropy
@@ -362,6 +457,12 @@ class RLQ(TorchTrainingState, Quantizer):
         self.distance_prior = distance_prior
         self.temperature = temperature
         self.references = references
+        self.state = state
+        self.value_head = value_head
+        self.advantage_norm = advantage_norm
+        self.learn_from_samples = learn_from_samples
+        self.log_every = log_every
+        self.layout = layout
         self.ridge = ridge
         self.max_train_points = max_train_points
 
@@ -385,7 +486,9 @@ class RLQ(TorchTrainingState, Quantizer):
             raise InvalidParameter(f"n_codewords (K)={self.n_codewords} exceeds the number of training vectors "
                                    f"n={X.shape[0]}; use K ≤ {X.shape[0]} or train on more data")
         check_int(self.n_iter, "n_iter", low=1)
-        check_int(self.batch_size, "batch_size", low=1)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", low=1, fix="or pass None to size minibatches to the training set")
+        check_int(self.log_every, "log_every", low=0, fix="0 reports one step per stage only")
         check_int(self.ppo_epochs, "ppo_epochs", low=1)
         check_int(self.refine_iters, "refine_iters", low=0)
         check_int(self.init_iter, "init_iter", low=1)
@@ -401,32 +504,40 @@ class RLQ(TorchTrainingState, Quantizer):
         check_float(self.grad_clip, "grad_clip", low=0.0)
         check_float(self.dropout, "dropout", low=0.0, high=0.99)
         check_float(self.ridge, "ridge", low=0.0)
-        for flag in ("entropy", "return_norm", "value_correction", "refinement", "distance_prior", "references"):
+        for flag in ("entropy", "return_norm", "value_correction", "refinement", "distance_prior", "references",
+                     "advantage_norm", "learn_from_samples"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidParameter(f"{flag} must be True or False; got {getattr(self, flag)!r}")
 
     # ----------------------------------------------------------------- encoding pieces
-    def _policy_codes(self, X: torch.Tensor, *, sample: bool = False, gen: torch.Generator | None = None):
+    def _policy_codes(self, X: torch.Tensor, *, sample: bool = False, gen: torch.Generator | None = None,
+                      policy: nn.ModuleList | None = None):
         """Sequential encoding by the policy (dropout off): codes (n, M) int64 and, when ``sample``,
-        the trajectory (states (M, n, d), log-probs (M, n), values (M, n), squared errors (M+1, n))."""
+        the trajectory: residuals r_m (M, n, d) (the states, see :meth:`_state`), log-probs (M, n), baselines V(s) (M, n), the value
+        head's estimate of the action taken (M, n; = V(s) for the scalar head, Q(s, a) for the
+        ``"actions"`` head) and squared errors ||r_m||² (M+1, n). ``policy`` replaces the fitted
+        policy (the untrained network of :meth:`untrained_policy_codes`)."""
         C = self._codebooks_t
+        policy = self.policy_ if policy is None else policy
         n = len(X)
         M = self.n_subspaces
         residual = X.clone()
         codes = torch.empty((n, M), dtype=torch.int64, device=X.device)
-        states, logps, values, errors = [], [], [], [(X * X).sum(1)]
-        self.policy_.eval()
+        states, logps, values, taken, errors = [], [], [], [], [(X * X).sum(1)]
+        policy.eval()
         self.value_.eval()
         with torch.no_grad():
             for m in range(M):
-                s = residual / self.scale_
-                logits = self._logits(m, s, residual, C)
+                s = self._state(X, residual)
+                logits = self._logits(m, s, residual, C, policy)
                 if sample:
                     logp_all = torch.log_softmax(logits, dim=1)
                     k = sample_categorical(logp_all.exp(), gen)
-                    states.append(s)
+                    states.append(residual)
                     logps.append(logp_all.gather(1, k[:, None])[:, 0])
-                    values.append(self.value_[m](s)[:, 0])
+                    v, q = self._value(m, s, logp_all.exp(), k)
+                    values.append(v)
+                    taken.append(q)
                 else:
                     k = logits.argmax(1)
                 codes[:, m] = k
@@ -435,12 +546,53 @@ class RLQ(TorchTrainingState, Quantizer):
                     errors.append((residual * residual).sum(1))
         if not sample:
             return codes
-        return codes, torch.stack(states), torch.stack(logps), torch.stack(values), torch.stack(errors)
+        return (codes, torch.stack(states), torch.stack(logps), torch.stack(values), torch.stack(taken),
+                torch.stack(errors))
 
-    def _logits(self, m: int, s: torch.Tensor, residual: torch.Tensor, C: torch.Tensor | None = None) -> torch.Tensor:
-        """Policy logits (n, K) at step m: the block's output, plus −||r − C_m[k]||² / T_m with
-        ``distance_prior`` (T_m = ``temperature`` · mean nearest-codeword error at step m, fixed at init)."""
-        logits = self.policy_[m](s)
+    def _state(self, X: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """What the networks read at a step (n, d): ``state="residual"`` the residual r_m, ``"x"``
+        the vector x itself (the supplement's input), divided by the fixed data scale."""
+        return (residual if self.state == "residual" else X) / self.scale_
+
+    def _value(self, m: int, s: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor):
+        """(V(s) (n,), estimate for the action taken (n,)) from QENet block m. Scalar head: both
+        are its output. ``"actions"`` head (Table 1's fc(7D, K)): Q(s, ·) (n, K); V(s) = Σ_k π(k|s)
+        Q(s, k) under ``probs`` (n, K) and the action's estimate Q(s, a)."""
+        out = self.value_[m](s)
+        if self.value_head == "scalar":
+            return out[:, 0], out[:, 0]
+        return (probs * out).sum(1), out.gather(1, actions[:, None])[:, 0]
+
+    def greedy_codes(self, X) -> np.ndarray:
+        """Codes (n, M) of nearest-residual encoding with ``codebooks_`` (RQ's greedy rule:
+        k_m = argmin_k ||r_m − C_m[k]||²), no network: what a policy has to beat."""
+        return self._codes_batched(self.transform(X), lambda Xb: self._greedy_tensor(Xb, self._codebooks_t))
+
+    @staticmethod
+    def _greedy_tensor(X: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        residual = X.clone()
+        codes = torch.empty((len(X), C.shape[0]), dtype=torch.int64, device=X.device)
+        for m in range(C.shape[0]):
+            k = ((C[m] * C[m]).sum(1)[None, :] - 2.0 * residual @ C[m].T).argmin(1)
+            codes[:, m] = k
+            residual = residual - C[m][k]
+        return codes
+
+    def untrained_policy_codes(self, X) -> np.ndarray:
+        """Codes (n, M) of the greedy policy with the networks as ``fit`` initialised them (same
+        seed, rebuilt here) and today's ``codebooks_``: the control for what training changed.
+        With ``distance_prior`` the untrained head is zero, so this equals :meth:`greedy_codes`."""
+        Z = self.transform(X)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.random_state or 0))  # as _generators() before _make_networks in _fit
+            policy, _ = self._make_networks(int(self.dim_))
+        return self._codes_batched(Z, lambda Xb: self._policy_codes(Xb, policy=policy))
+
+    def _logits(self, m: int, s: torch.Tensor, residual: torch.Tensor, C: torch.Tensor | None = None,
+                policy: nn.ModuleList | None = None) -> torch.Tensor:
+        """Policy logits (n, K) at step m: the block's output for state s, plus −||r − C_m[k]||² / T_m
+        with ``distance_prior`` (T_m = ``temperature`` · mean nearest-codeword error at step m, fixed at init)."""
+        logits = (self.policy_ if policy is None else policy)[m](s)
         if self.distance_prior:
             C = (self._codebooks_t if C is None else C)[m]
             d2 = (C * C).sum(1)[None, :] - 2.0 * residual @ C.T  # ||r − c||² − ||r||²: same softmax
@@ -458,11 +610,16 @@ class RLQ(TorchTrainingState, Quantizer):
 
         ``refine`` overrides the ``refinement`` switch (False gives the policy's own codes).
         """
+        return self._codes_batched(Z, lambda X: self._encode_tensor(X, refine))
+
+    def _codes_batched(self, Z: np.ndarray, encode) -> np.ndarray:
+        """Codes (n, M) of Z (n, d), ``encode`` (a function of a float32 tensor batch on the
+        device, returning (b, M) int64) applied 65,536 rows at a time."""
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
             X = torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)).to(self._device)
-            out[start:start + batch] = self._encode_tensor(X, refine).cpu().numpy()
+            out[start:start + batch] = encode(X).cpu().numpy()
         return out
 
     def policy_codes(self, X) -> np.ndarray:
@@ -550,20 +707,41 @@ class RLQ(TorchTrainingState, Quantizer):
         return out
 
     def extra_report(self, ds, evaluation: dict) -> dict:
-        """Report keys ``policy_distortion`` (greedy policy codes, no refinement) and, when
-        ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K (see
-        :func:`reference_rows`), trained on the same budget as RLQ itself: a seeded sample of at
-        most ``max_train_points`` base vectors (:func:`~explorer.data.training_sample`; the whole
-        base when it is smaller or ``max_train_points`` is None). The policy distortion and the
-        references' encoding, distortion and search read the base in batches, so only that sample
-        is ever held in memory."""
+        """Report keys ``policy_distortion`` (greedy policy codes, no refinement), ``policy_check``
+        and, when ``references``, ``references``: faiss PQ, OPQ, RQ and LSQ at the same M and K
+        (see :func:`reference_rows`).
+
+        ``policy_check``: mean squared error over the base (the vectors evaluated; with a learn
+        set, vectors the fit never saw) with the final ``codebooks_`` for ``trained`` (the trained
+        policy's own greedy codes, no ICM), ``untrained`` (the same networks as initialised,
+        :meth:`untrained_policy_codes`), ``greedy`` (nearest-residual encoding,
+        :meth:`greedy_codes`) and ``refined`` (what ``encode`` gives: ICM after the policy when
+        ``refinement``); beside them ``rq`` and ``lsq``, the faiss references' distortion (None
+        without ``references``), and ``trained_vs_greedy`` / ``trained_vs_untrained``, the
+        relative differences (trained − other) / other (negative: the policy does better).
+
+        The references train on the same budget as RLQ itself: a seeded sample of at most
+        ``max_train_points`` vectors of the training source (:func:`~explorer.data.training_sample`
+        of ``ds.learn`` when the dataset has a learn set, else of the base). Every measurement
+        reads the base in batches, so only that sample is ever held in memory."""
         from ..data import training_sample
         from ..report import distortion_batched
-        out = {"policy_distortion": distortion_batched(self, ds.base, self.policy_codes)}  # the base read in batches
+        check = {"trained": distortion_batched(self, ds.base, self.policy_codes),  # the base read in batches
+                 "untrained": distortion_batched(self, ds.base, self.untrained_policy_codes),
+                 "greedy": distortion_batched(self, ds.base, self.greedy_codes),
+                 "refined": evaluation["distortion"] if "distortion" in evaluation
+                 else distortion_batched(self, ds.base, self.encode)}
+        for other in ("greedy", "untrained"):
+            check[f"trained_vs_{other}"] = (check["trained"] - check[other]) / max(check[other], 1e-30)
+        out = {"policy_distortion": check["trained"], "policy_check": check}
+        check["rq"] = check["lsq"] = None
         if self.references:
-            train = None if self.max_train_points is None else training_sample(
-                ds.base, self.max_train_points, int(self.random_state or 0))
+            source = ds.base if ds.learn is None else ds.learn
+            train = None if self.max_train_points is None and ds.learn is None else training_sample(
+                source, len(source) if self.max_train_points is None else self.max_train_points,
+                int(self.random_state or 0))
             out["references"] = reference_rows(ds, self.n_subspaces, self.n_codewords, train=train)
+            check["rq"], check["lsq"] = (out["references"][k].get("distortion") for k in ("rq", "lsq"))
         return out
 
     def _embedding_sample(self, Z: np.ndarray, size: int = 300) -> EmbeddingSample:
@@ -599,9 +777,12 @@ class RLQ(TorchTrainingState, Quantizer):
         """Policy and value blocks (one per codebook) for ``dim``-dim inputs, on the device; init
         draws from torch's global RNG (seeded by :meth:`_generators`)."""
         M, K = self.n_subspaces, self.n_codewords
-        policy = nn.ModuleList(IndepBlock(dim, K, width=self.width, dropout=self.dropout, zero_head=self.distance_prior)
-                               for _ in range(M))
-        value = nn.ModuleList(IndepBlock(dim, 1, width=self.width, dropout=self.dropout) for _ in range(M))
+        layout = block_layout(dim, self.layout)
+        policy = nn.ModuleList(IndepBlock(dim, K, width=self.width, dropout=self.dropout, zero_head=self.distance_prior,
+                                          layout=layout) for _ in range(M))
+        heads = 1 if self.value_head == "scalar" else K
+        value = nn.ModuleList(IndepBlock(dim, heads, width=self.width, dropout=self.dropout, layout=layout)
+                              for _ in range(M))
         return policy.to(self._device), value.to(self._device)
 
     def _fit(self, X, y, run):
@@ -626,30 +807,39 @@ class RLQ(TorchTrainingState, Quantizer):
             self._ret_std = _RunningStd()
             self.history_ = []
             run.note("init", f"residual k-means codebooks, error {float(rq_err[-1]):.4g}")
-        start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's stage
+        start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's step
         if resumed:  # the stage's codebooks, in the layout solve_codebooks gave them (see column_major)
             C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
             self._set_codebooks(C)
             self._stage_codebooks = self.codebooks_
         else:
             C = self._codebooks_t
-        for stage in range(start + 1, self.n_iter + 1):
+            self._stages_done = 0
+        self._resumable_snapshot, self._stopped_within_stage = None, False
+        batch_size = self._batch_size(n)
+        step = start  # steps reported so far (stage ends and, with log_every, steps within stages)
+        for stage in range(self._stages_done + 1, self.n_iter + 1):
             # ---- sampling stage
             C_sample = C
-            codes, states, logp_old, v_old, errors = self._policy_codes(Xt, sample=True, gen=gen)
+            codes, states, logp_old, v_old, q_old, errors = self._policy_codes(Xt, sample=True, gen=gen)
             x_norm = errors[0].clamp_min(1e-12)
             returns = (errors[:-1] - errors[-1][None, :]) / x_norm[None, :]  # G_m = Σ_{j≥m} ρ_j, (M, n)
-            sampled_error = float(errors[-1].mean())
-            # Codebooks re-solved by least squares for the best codes known per vector: the greedy
-            # policy's codes or last stage's, each refined by ICM when ``refinement`` (our choice;
-            # it makes E non-increasing, see the module docstring).
-            greedy = self._policy_codes(Xt)
-            greedy_error = float(((Xt - additive_reconstruct(C, greedy)) ** 2).sum(1).mean())
-            self._memory = self._best_codes(Xt, C, [self._memory, greedy])
+            # The stage's three encodings on the same codebooks C: sampled, the greedy policy's
+            # own, nearest-residual (what the policy has to beat; Fig. 1's curve is the first two).
+            policy = self._policy_codes(Xt)
+            mse = lambda c: float(((Xt - additive_reconstruct(C, c)) ** 2).sum(1).mean())  # noqa: E731
+            measured = {"sampled_mse": float(errors[-1].mean()), "policy_mse": mse(policy),
+                        "greedy_mse": mse(self._greedy_tensor(Xt, C))}
+            # Codebooks re-solved by least squares for the best codes known per vector among last
+            # stage's, the greedy policy's and (learn_from_samples) the sampled ones, each refined
+            # by ICM when ``refinement`` (our choice; it makes E non-increasing, see the module
+            # docstring): a sampled code that beats the others enters the codebook update.
+            candidates = [self._memory, policy] + ([codes] if self.learn_from_samples else [])
+            self._memory = self._best_codes(Xt, C, candidates)
             C = solve_codebooks(Xt, self._memory, C, self.ridge)
             self._set_codebooks(C)
             self._stage_codebooks = self.codebooks_
-            error = float(((Xt - additive_reconstruct(C, self._memory)) ** 2).sum(1).mean())
+            measured = {"total": float(((Xt - additive_reconstruct(C, self._memory)) ** 2).sum(1).mean()), **measured}
             if self.return_norm:
                 self._ret_std.update(returns.cpu().numpy())
                 targets = returns / self._ret_std.std
@@ -659,21 +849,71 @@ class RLQ(TorchTrainingState, Quantizer):
                 advantages = targets - v_old
             else:
                 advantages = targets - targets.mean(1, keepdim=True)
+            sampled_codes = codes.cpu().numpy()
+
+            def report(done: int, total: int, stats: dict) -> bool:  # a step within the updating stage
+                nonlocal step
+                step += 1
+                return self._run_step(run, step, {**measured, **stats}, sampled_codes, Xt, stage - 1 + done / total,
+                                      resumable=False)
             # ---- updating stage
-            stats = self._ppo_update(states, C_sample, codes.T.contiguous(), logp_old, v_old, targets, advantages,
-                                     self._alpha, opt_pi, opt_v, gen)
+            stats = self._ppo_update(Xt, states, C_sample, codes.T.contiguous(), logp_old, q_old, targets, advantages,
+                                     self._alpha, opt_pi, opt_v, gen, batch_size, report, run.stop_requested)
+            if stats is None:  # stopped within the stage: the last stage end stays the resumable state
+                self._stopped_within_stage = True
+                break
             for opt in (opt_pi, opt_v):
                 for group in opt.param_groups:
                     group["lr"] *= self.decay
             self._alpha *= self.decay
-            losses = {"total": error, "sampled": sampled_error, "greedy": greedy_error, **stats}
+            losses = {**measured, **stats}
             self.history_.append({"stage": stage, **losses})
-            if not run.step(stage, losses, n_codewords=K, codes=codes.cpu().numpy(),
-                            sample=lambda: self._embedding_sample(Xt.cpu().numpy())):
+            self._stages_done = stage
+            step += 1
+            if self.log_every:  # steps within stages: keep the stage end for state_dict() after a stop within one
+                self._resumable_snapshot = None
+                run.steps = step
+                self._resumable_snapshot = super().state_dict()
+            if not self._run_step(run, step, losses, sampled_codes, Xt, float(stage), resumable=True):
                 break
         # Final codebooks for the codes encode() gives (our choice, see the module docstring).
         final = self._encode_tensor(Xt)
         self._set_codebooks(solve_codebooks(Xt, final, self._codebooks_t, self.ridge))
+
+    def _run_step(self, run, step: int, losses: dict, codes: np.ndarray, Xt: torch.Tensor, epoch: float,
+                  *, resumable: bool) -> bool:
+        """Report one Step (usage of the stage's sampled codes ``codes`` (n, M)); False when a stop
+        was requested. ``epoch`` is the fractional stage. The networks' train/eval modes are kept
+        (an embedding sample runs the policy in eval mode)."""
+        modes = (self.policy_.training, self.value_.training)
+        ok = run.step(step, losses, n_codewords=self.n_codewords, codes=codes, epoch=epoch, resumable=resumable,
+                      sample=lambda: self._embedding_sample(Xt.cpu().numpy()))
+        self.policy_.train(modes[0])
+        self.value_.train(modes[1])
+        return ok
+
+    def _batch_size(self, n: int) -> int:
+        """Minibatch size of the updating stage: ``batch_size``, or when None
+        min(2000, max(128, n // 32)) — Table 2's 2000 on SIFT1M's 100k learn vectors is 50
+        minibatches a pass; sized to the training set, a pass here has ≥ 32 of them when
+        n ≥ 4,096 (at most ⌈n/128⌉ below), so the policy gets updates, not one batch per stage."""
+        return self.batch_size if self.batch_size is not None else min(2000, max(128, n // 32))
+
+    @property
+    def resumable_steps(self) -> int:
+        """Stages completed (what a checkpoint resumes from): ``Checkpointer(every=N)`` counts these."""
+        return int(getattr(self, "_stages_done", self.current_step))
+
+    def state_dict(self) -> dict:
+        """As :meth:`Quantizer.state_dict`; after a stop within a stage (a step reported with
+        ``log_every``), the state at the end of the last stage completed, which resumes exactly.
+        Raises :class:`InvalidParameter` when the fit stopped within its first stage."""
+        if getattr(self, "_run", None) is None and getattr(self, "_stopped_within_stage", False):
+            if self._resumable_snapshot is None:
+                raise InvalidParameter("this RLQ fit was stopped within its first stage: there is no completed "
+                                       "stage to resume from; fit again (or stop after a stage ends)")
+            return copy.deepcopy(self._resumable_snapshot)
+        return super().state_dict()
 
     # ----------------------------------------------------------------- checkpoints
     def _extra_state(self) -> dict:
@@ -682,14 +922,15 @@ class RLQ(TorchTrainingState, Quantizer):
         states (their ``lr`` holds the decay so far), ``stage_codebooks`` (M, K, d) the codebooks
         of the last stage, ``codes`` (n_train, M) int64 the best codes known per training vector,
         ``entropy_coef`` α after its decay, ``return_std`` the running return statistics,
-        ``temperatures``, ``scale`` and ``history``; all CPU copies."""
+        ``temperatures``, ``scale``, ``history`` and ``stage`` (stages completed; the checkpoint's
+        ``step`` also counts the steps reported within stages); all CPU copies."""
         return {"policy": state_copy(self.policy_.state_dict()), "value": state_copy(self.value_.state_dict()),
                 **self._training_states(),
                 "stage_codebooks": np.array(self._stage_codebooks, dtype=np.float32, copy=True),
                 "codes": self._memory.detach().cpu().numpy().astype(np.int64, copy=True),
                 "entropy_coef": float(self._alpha), "return_std": self._ret_std.state(),
                 "temperatures": [float(t) for t in self.temperatures_], "scale": float(self.scale_),
-                "history": copy.deepcopy(list(self.history_))}
+                "history": copy.deepcopy(list(self.history_)), "stage": int(self._stages_done)}
 
     def _load_extra_state(self, extra: dict) -> None:
         """Restore :meth:`_extra_state`: the networks (built when there are none, without touching
@@ -707,6 +948,7 @@ class RLQ(TorchTrainingState, Quantizer):
         self.temperatures_ = [float(t) for t in extra["temperatures"]]
         self.scale_ = float(extra["scale"])
         self.history_ = copy.deepcopy(list(extra["history"]))
+        self._stages_done = int(extra.get("stage", len(self.history_)))
 
     def load_state_dict(self, state: dict) -> "RLQ":
         """Rebuild a usable model (networks in eval mode, final ``codebooks_``) from a
@@ -730,12 +972,20 @@ class RLQ(TorchTrainingState, Quantizer):
                 best[better], best_err = codes[better], torch.where(better, err, best_err)
         return best
 
-    def _ppo_update(self, states, C_sample, actions, logp_old, v_old, targets, advantages, alpha, opt_pi, opt_v, gen) -> dict:
-        """One updating stage; returns the mean policy loss, value loss and entropy over its minibatches.
+    def _ppo_update(self, X, residuals, C_sample, actions, logp_old, q_old, targets, advantages, alpha, opt_pi, opt_v,
+                    gen, batch_size: int, report=None, should_stop=None) -> dict | None:
+        """One updating stage; returns the mean policy loss, value loss and entropy over its
+        minibatches, or None when ``should_stop()`` became true after an update (a stop within
+        the stage) or ``report`` returned False.
 
-        states (M, n, d); C_sample (M, K, d) the codebooks the states were sampled with; actions, logp_old, v_old, targets, advantages (M, n).
+        X (n, d) the training vectors, residuals (M, n, d) their residuals r_m; C_sample (M, K, d) the codebooks the states were sampled with; actions,
+        logp_old, q_old (the value head's estimate of the action taken), targets, advantages (M, n).
         L_θ = −mean min(r·A, clip(r, 1±ε)·A) − α·H(π), r = π(a|s)/π_old(a|s) (PPO, Schulman 2017);
-        L_τ = ½ mean max((V − G)², (V_old + clip(V − V_old, ±ε) − G)²) (PPO2's clipped value loss).
+        L_τ = ½ mean max((V − G)², (V_old + clip(V − V_old, ±ε) − G)²) (PPO2's clipped value loss),
+        V the scalar head's V(s) or, for the ``"actions"`` head, Q(s, a). With ``advantage_norm``
+        A is normalised per minibatch (zero mean, unit std; PPO practice, not the supplement's).
+        ``report(done, total, stats)`` is called every ``log_every`` minibatch updates but the
+        last, with the running means so far.
         """
         M, n = actions.shape
         eps = self.clip
@@ -743,22 +993,27 @@ class RLQ(TorchTrainingState, Quantizer):
         self.value_.train()
         sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0}
         count = 0
+        total = self.ppo_epochs * -(-n // batch_size)
         for _ in range(self.ppo_epochs):
-            perm = torch.randperm(n, generator=gen).to(states.device)
-            for start in range(0, n, self.batch_size):
-                idx = perm[start:start + self.batch_size]
+            perm = torch.randperm(n, generator=gen).to(residuals.device)
+            for start in range(0, n, batch_size):
+                idx = perm[start:start + batch_size]
                 pol_loss = val_loss = ent = 0.0
                 for m in range(M):
-                    s = states[m, idx]
-                    logp_all = torch.log_softmax(self._logits(m, s, s * self.scale_, C_sample), dim=1)
-                    logp = logp_all.gather(1, actions[m, idx][:, None])[:, 0]
+                    r = residuals[m, idx]
+                    s = self._state(X[idx], r)
+                    a = actions[m, idx]
+                    logp_all = torch.log_softmax(self._logits(m, s, r, C_sample), dim=1)
+                    logp = logp_all.gather(1, a[:, None])[:, 0]
                     ratio = torch.exp(logp - logp_old[m, idx])
                     A = advantages[m, idx]
-                    A = (A - A.mean()) / (A.std() + 1e-8)  # per-minibatch advantage normalisation (PPO practice)
+                    if self.advantage_norm:
+                        A = (A - A.mean()) / (A.std() + 1e-8) if len(A) > 1 else A - A.mean()
                     pol_loss = pol_loss - torch.min(ratio * A, ratio.clamp(1 - eps, 1 + eps) * A).mean()
                     ent = ent + (-(logp_all.exp() * logp_all).sum(1)).mean()
-                    v = self.value_[m](s)[:, 0]
-                    vo, G = v_old[m, idx], targets[m, idx]
+                    out = self.value_[m](s)
+                    v = out[:, 0] if self.value_head == "scalar" else out.gather(1, a[:, None])[:, 0]
+                    vo, G = q_old[m, idx], targets[m, idx]
                     v_clip = vo + (v - vo).clamp(-eps, eps)
                     val_loss = val_loss + 0.5 * torch.max((v - G) ** 2, (v_clip - G) ** 2).mean()
                 loss_pi = (pol_loss - alpha * ent) / M
@@ -774,8 +1029,13 @@ class RLQ(TorchTrainingState, Quantizer):
                 sums["value"] += float(val_loss.detach()) / M
                 sums["entropy"] += float(ent.detach()) / M
                 count += 1
-        return {k: v / count for k, v in sums.items()}
-
+                means = {k: v / count for k, v in sums.items()}
+                if should_stop is not None and should_stop():
+                    return None
+                if report is not None and self.log_every and count % self.log_every == 0 and count < total:
+                    if not report(count, total, means):
+                        return None
+        return means
 
 # --------------------------------------------------------------------------- reports and benchmarks
 def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "rq", "lsq"), *,
