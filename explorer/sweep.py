@@ -156,15 +156,16 @@ def run_reference(kind: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_s
                          train_size=train_size, batch_size=batch_size, map_block=map_block)
 
 
-def reference_row(kind: str, ds: Dataset, gt: np.ndarray, n_subspaces: int, n_codewords: int = 256, *,
+def reference_row(kind: str, ds: Dataset, gt: np.ndarray | None, n_subspaces: int, n_codewords: int = 256, *,
                   random_state: int = 0, train_size: int | None = None, batch_size: int | None = None,
-                  map_block: int | None = None) -> dict:
+                  map_block: int | None = None, train: np.ndarray | None = None) -> dict:
     """Train faiss reference ``kind`` (pq, opq, rq, lsq) with ``n_subspaces`` codebooks of
     ``n_codewords`` (a power of two: faiss's constraint) and measure it as our rows are measured:
     distortion in the input space, ADC search of the queries through the faiss index, mAP over
     the whole base with labels. ``train_size``: train on the same seeded sample as
-    :func:`run_method`. The row is named ``faiss-<kind>`` with ``"reference": True``; errors
-    become its ``error`` field.
+    :func:`run_method`; ``train``: train on these (n_train, d) vectors instead (RLQ's report
+    gives its own budget's sample). The row is named ``faiss-<kind>`` with ``"reference": True``;
+    errors become its ``error`` field. Without ``gt`` (no queries) recall stays None.
 
     The base is measured in bounded memory, as :func:`~explorer.report.evaluate` measures our
     rows (:func:`~explorer.search.evaluate_faiss`): read, encoded, decoded for the distortion and
@@ -186,9 +187,9 @@ def reference_row(kind: str, ds: Dataset, gt: np.ndarray, n_subspaces: int, n_co
         if kind in ("pq", "opq") and ds.dim % M:
             raise InvalidParameter(f"M={M} subspaces (for {row['bits']} bits) do not divide d={ds.dim}")
         t0 = time.perf_counter()
+        X = check_vectors(training_set(ds, train_size, random_state)[0], "base") if train is None else train
         with native_stderr_silenced():
-            index = faiss_reference(kind, check_vectors(training_set(ds, train_size, random_state)[0], "base"),
-                                    M, K, seed=random_state)
+            index = faiss_reference(kind, X, M, K, seed=random_state)
         fit_seconds = time.perf_counter() - t0
         labelled = ds.labels is not None and ds.query_labels is not None
         ev = evaluate_faiss(index, ds.base, ds.queries, k=max(RECALL_AT), query_labels=ds.query_labels if labelled else None,
@@ -197,8 +198,10 @@ def reference_row(kind: str, ds: Dataset, gt: np.ndarray, n_subspaces: int, n_co
         row["error"] = _error(exc)
         return row
     codes = ev["codes"]
-    row.update(distortion=float(ev["distortion"]), recall_at=metrics.recalls(ev["ranking"], gt, RECALL_AT),
-               map=ev["map"], fit_seconds=float(fit_seconds), encode_seconds=float(ev["encode_seconds"]))
+    row.update(distortion=float(ev["distortion"]), map=ev["map"], fit_seconds=float(fit_seconds),
+               encode_seconds=float(ev["encode_seconds"]))
+    if gt is not None:
+        row["recall_at"] = metrics.recalls(ev["ranking"], gt, RECALL_AT)
     if codes.shape[1] == M and K <= 256:  # one byte per codebook: usage is readable from the codes
         usage = diagnostics.usage_histogram(codes, K)
         row.update(collapsed_subspaces=int(np.sum(diagnostics.collapsed_mask(usage))),

@@ -1043,9 +1043,10 @@ def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "
     """Reference rows {kind: row} of faiss PQ, OPQ, RQ and LSQ at the same M and K (the same bits),
     each trained on ``train`` (n_train, d) (default: ``ds.base``, read into memory once for all kinds).
 
-    A row holds ``distortion`` (mean ||x − x̂||² over the base), ``recall_at`` {"1","10","100"}
-    (when ``ds`` has queries; exact L2 ground truth) and ``train_seconds`` / ``encode_seconds``.
-    PQ and OPQ need M | d; otherwise their row is {"error": reason}.
+    Each row is :func:`explorer.sweep.reference_row`'s, the one row format of the sweep and the
+    dashboard: ``distortion`` (mean ||x − x̂||² over the base), ``recall_at`` {"1","10","100"}
+    (None without queries; exact L2 ground truth), ``map``, ``fit_seconds``, ``encode_seconds``,
+    usage figures; PQ and OPQ need M | d, otherwise their row carries an ``error``.
 
     The base is measured ``batch_size`` rows at a time (:func:`~explorer.search.evaluate_faiss`,
     default 2^21 / d rows: encoded once, decoded for the distortion, its codes added to the index),
@@ -1053,26 +1054,14 @@ def reference_rows(ds, n_subspaces: int, n_codewords: int, kinds=("pq", "opq", "
     bound that too. Results equal one faiss call over the whole base, but LSQ's codes on a base of
     more than ``batch_size`` rows (see :data:`~explorer.search.FAISS_BATCH`).
     """
-    from .. import metrics
     from ..data import ground_truth
     from ..report import RECALL_AT
-    from ..search import evaluate_faiss, faiss_reference
+    from ..sweep import reference_row
     train = check_vectors(ds.base if train is None else train, "base" if train is None else "train")
     gt = ground_truth(ds, max(RECALL_AT)) if ds.queries is not None else None
-    rows = {}
-    for kind in kinds:
-        if kind in ("pq", "opq") and ds.dim % n_subspaces:
-            rows[kind] = {"error": f"M={n_subspaces} does not divide d={ds.dim}"}
-            continue
-        t0 = time.perf_counter()
-        index = faiss_reference(kind, train, n_subspaces, n_codewords)
-        train_seconds = time.perf_counter() - t0
-        ev = evaluate_faiss(index, ds.base, ds.queries, k=max(RECALL_AT), batch_size=batch_size)
-        row = {"distortion": ev["distortion"], "train_seconds": train_seconds, "encode_seconds": ev["encode_seconds"]}
-        if gt is not None:
-            row["recall_at"] = metrics.recalls(ev["ranking"], gt, RECALL_AT)
-        rows[kind] = row
-    return rows
+    # random_state: faiss_reference's default k-means seed, which these rows were always trained with
+    return {kind: reference_row(kind, ds, gt, n_subspaces, n_codewords, train=train, batch_size=batch_size,
+                                random_state=1234) for kind in kinds}
 
 
 def encode_time_ratios(X=None, *, n_subspaces: int = 4, n_codewords: int = 256, quantizer: "RLQ | None" = None,
