@@ -18,7 +18,6 @@ written only every ``sample_every`` steps, as the log asks for them like any sub
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -26,27 +25,16 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import DataFileError, InvalidParameter
-from .events import FitFailed, FitFinished, FitStarted, _Event, _plain
+from .events import FitFailed, FitFinished, FitStarted, _Event
+from .jsonsafe import json_ready
 
 FORMAT = "pqx-events"
 VERSION = 1
 _END = (FitFinished, FitFailed)
 
 
-def strict_json(value):
-    """``value`` made plain (numpy → lists) with every NaN/inf float replaced by None (JSON null)."""
-    value = _plain(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [strict_json(v) for v in value]
-    return value
-
-
 def _line(record: dict) -> str:
-    return json.dumps(strict_json(record), allow_nan=False, separators=(",", ":")) + "\n"
+    return json.dumps(json_ready(record), allow_nan=False, separators=(",", ":")) + "\n"
 
 
 class EventLog:

@@ -180,8 +180,8 @@ def test_a_flipped_byte_anywhere_is_refused_naming_the_file(X, tmp_path, where):
 
 def test_a_checkpoint_without_the_checksum_header_is_refused(X, tmp_path):
     import torch
-    from explorer.checkpoint import _to_storable
-    torch.save(_to_storable(methods.create("pq", **SETTINGS["pq"]).fit(X).state_dict()), tmp_path / FILENAME)
+    from explorer.checkpoint import to_storable
+    torch.save(to_storable(methods.create("pq", **SETTINGS["pq"]).fit(X).state_dict()), tmp_path / FILENAME)
     with pytest.raises(DataFileError) as info:
         load_checkpoint(tmp_path)
     assert CHECKPOINT_CASES["checkpoint without a checksum"][2].replace("DIR", str(tmp_path)) in str(info.value)
