@@ -900,6 +900,20 @@ class RLQ(TorchTrainingState, Quantizer):
         return self.batch_size if self.batch_size is not None else min(2000, max(128, n // 32))
 
     @property
+    def planned_steps(self) -> int | None:
+        """Steps of a full fit: one per stage plus, with ``log_every``, one every ``log_every``
+        updates within it (⌊(updates − 1)/log_every⌋ a stage, updates = ppo_epochs ·
+        ⌈n/minibatch⌉). The updates depend on the data, so this is None until a fit has seen it."""
+        if not self.log_every:
+            return int(self.n_iter)
+        digest = getattr(self, "_data_digest", None)
+        if digest is None:
+            return None
+        n = int(digest["n"]) if self.max_train_points is None else min(int(digest["n"]), int(self.max_train_points))
+        updates = int(self.ppo_epochs) * -(-n // self._batch_size(n))
+        return int(self.n_iter) * (1 + (updates - 1) // int(self.log_every))
+
+    @property
     def resumable_steps(self) -> int:
         """Stages completed (what a checkpoint resumes from): ``Checkpointer(every=N)`` counts these."""
         return int(getattr(self, "_stages_done", self.current_step))
