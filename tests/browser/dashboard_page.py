@@ -13,6 +13,16 @@ BARS_JS = """() => {
 STATUS_JS = "() => { const s = document.querySelector('.pqx-status'); return s ? s.innerText : ''; }"
 
 
+def run_notebook_in_lab(page, url: str, token: str, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab, wait for its kernel and run all its cells (JupyterLab's own command)."""
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}")
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
 def bars(page):
     return page.evaluate(BARS_JS)
 

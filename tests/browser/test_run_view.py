@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import server_env
-from dashboard_page import BARS_JS, bars, wait_bars_change, wait_status
+from dashboard_page import BARS_JS, bars, run_notebook_in_lab, wait_bars_change, wait_status
 
 NOTEBOOK = {
     "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
@@ -22,12 +22,7 @@ def test_run_view_follows_a_training_in_another_process(browser, lab, artifacts,
     root = tmp_path / "lab"
     (root / "follow.ipynb").write_text(json.dumps(NOTEBOOK))
     page = browser.new_page(viewport={"width": 1300, "height": 1800})
-    page.goto(f"{url}/lab/tree/follow.ipynb?token={token}")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.session.kernel", timeout=60_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    run_notebook_in_lab(page, url, token, "follow.ipynb")
     wait_status(page, "Following run.jsonl", 60_000)  # the view exists and waits for the file
     trainer = subprocess.Popen([sys.executable, "-m", "explorer.cli", "train", "--method", "pq", "--data", "synthetic",
                                 "-M", "8", "-K", "256", "--iters", "300", "--quiet", "--events", str(root / "run.jsonl")],
