@@ -82,3 +82,18 @@ def test_the_dashboard_takes_an_array_a_dataset_or_a_path(tmp_path, digits):
     import pytest
     with pytest.raises(TypeError, match="data has type dict"):
         Dashboard("pq", {"x": 1})
+
+
+def test_a_faiss_index_built_elsewhere_is_shown_in_the_views(digits):
+    """inspect_faiss emits the standard events, so a RunView draws a production index's usage."""
+    import faiss
+
+    from explorer.inspect import inspect_faiss
+    X = np.ascontiguousarray(digits.base, dtype=np.float32)
+    index = faiss.IndexPQ(64, 4, 4)
+    index.train(X)
+    view = RunView(n_subspaces=4, n_codewords=16, background_redraw=False)
+    report = inspect_faiss(index, X, callbacks=[view.callback])
+    assert view.usage.step == 1 and view.finished is not None
+    drawn = [list(view.figures["usage"].data[2 * m].y) for m in range(4)]
+    assert drawn == np.asarray(report["usage"]).tolist()
