@@ -398,13 +398,14 @@ class Quantizer:
     def _encode_embedded(self, Z: np.ndarray) -> np.ndarray:
         """Codes (n, M) of embedded vectors (n, D): nearest codeword per sub-vector (the PQ rule)."""
         from ..kmeans import assign_nearest, split_into_subspaces
-        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        dev = getattr(self, "device_", None) or torch.device("cpu")  # the fit's device (CUDA: encode there)
+        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32)).to(dev)
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
             Zs = split_into_subspaces(torch.from_numpy(np.ascontiguousarray(Z[start:start + batch], dtype=np.float32)), self.n_subspaces)
-            assign, _ = assign_nearest(Zs, C)
-            out[start:start + batch] = assign.T.numpy()
+            assign, _ = assign_nearest(Zs.to(dev), C)
+            out[start:start + batch] = assign.T.cpu().numpy()
         return out
 
     def encode(self, X, *, batch_size: int = 65536) -> np.ndarray:
@@ -460,7 +461,7 @@ class Quantizer:
     def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
         """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors."""
         from ..search import adc_search
-        return adc_search(self.distance_tables(queries), codes, k)
+        return adc_search(self.distance_tables(queries), codes, k, device=getattr(self, "device_", None))
 
     def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
         """Yield :meth:`search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
@@ -474,7 +475,7 @@ class Quantizer:
         tables = self.distance_tables(queries)
         block = len(tables) if block is None else block
         for start in range(0, len(tables), block):
-            yield adc_search(tables[start:start + block], codes, k)
+            yield adc_search(tables[start:start + block], codes, k, device=getattr(self, "device_", None))
 
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
