@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+import explorer.kmeans
 from explorer.kmeans import assign_nearest, assign_nearest_torch
+
+
+@pytest.fixture(autouse=True)
+def faiss_for_every_size(monkeypatch):
+    """These small problems would go to torch (below _FAISS_MIN_PAIRS): send them to faiss."""
+    monkeypatch.setattr(explorer.kmeans, "_FAISS_MIN_PAIRS", 0)
 
 
 def brute_force(X: np.ndarray, C: np.ndarray):
