@@ -87,6 +87,8 @@ def adc_search(tables: np.ndarray, codes: np.ndarray, k: int, *, device=None) ->
     nq, M, K = tables.shape
     codes = check_codes(codes, M, K, as_int64=False)  # uint8 codes of a huge base: converted per block below
     k = check_int(k, "k", low=1)
+    if len(codes) == 0:
+        raise InvalidParameter("codes has no rows: there is nothing to search; encode a base first")
     dev = torch.device("cpu" if device is None else device)
     if dev.type == "cpu" and K <= 256:
         return _adc_search_faiss(tables, codes, k)

@@ -72,3 +72,8 @@ def test_merge_topk_keeps_the_first_arrived_of_a_tie_cut_at_k():
     v, b = search.merge_topk(None, None, d[:, :3], ids[:3], 3)
     v, b = search.merge_topk(v, b, d[:, 3:], ids[3:], 3)
     assert b.tolist() == [[5, 1, 2]]
+
+
+def test_an_empty_base_is_named():
+    with pytest.raises(ValueError, match="codes has no rows"):
+        search.adc_search(np.zeros((2, 3, 4), np.float32), np.zeros((0, 3), np.uint8), 5)
