@@ -74,6 +74,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidParameter(f"device={name!r} is not a torch device; use 'cpu', 'cuda', 'mps' or 'auto'") from None
 
 
+def _scan_device(quantizer) -> dict:
+    """{"device": the fit's device} for :func:`~explorer.search.adc_search` when it is not the CPU, else {}."""
+    dev = getattr(quantizer, "device_", None)
+    return {} if dev is None or dev.type == "cpu" else {"device": dev}
+
+
 def data_digest(X: np.ndarray) -> dict:
     """Cheap fingerprint of a training set (n, dim, sha1 of ≤ 1000 evenly spaced rows), to tell data apart."""
     import hashlib
@@ -461,7 +467,7 @@ class Quantizer:
     def search(self, queries, codes, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
         """ADC search: (distances (nq, k) float32, ids (nq, k) int64) of the k nearest coded vectors."""
         from ..search import adc_search
-        return adc_search(self.distance_tables(queries), codes, k, device=getattr(self, "device_", None))
+        return adc_search(self.distance_tables(queries), codes, k, **_scan_device(self))
 
     def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
         """Yield :meth:`search`'s (distances (b, k), ids (b, k)) for successive blocks of ``block``
@@ -475,7 +481,7 @@ class Quantizer:
         tables = self.distance_tables(queries)
         block = len(tables) if block is None else block
         for start in range(0, len(tables), block):
-            yield adc_search(tables[start:start + block], codes, k, device=getattr(self, "device_", None))
+            yield adc_search(tables[start:start + block], codes, k, **_scan_device(self))
 
     def to_faiss(self):
         """A faiss index holding this quantizer's codebooks (see :func:`explorer.search.to_faiss`)."""
