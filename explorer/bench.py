@@ -96,8 +96,8 @@ def pq_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_codewor
     and nanopq's against faiss when nanopq is installed (one run: it is several times slower).
     Returns {"fit_ratio", "encode_ratio", "search_ratio", "nanopq": {...} or None, raw seconds}."""
     import faiss
-    X = _synthetic(n, d)
-    Q = _synthetic(n_queries, d, seed=1)
+    X = _synthetic(n + n_queries, d)
+    X, Q = X[:n], X[n:]  # queries from the same mixture, never encoded
     nbits = int(np.log2(n_codewords))
     t = {key: [] for key in ("ours_fit", "faiss_fit", "ours_enc", "faiss_enc", "ours_search", "faiss_search")}
     for rep in range(repeats):
@@ -157,8 +157,8 @@ def map_all_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_co
     once, briefly: the ranking is timed, not the fit). Returns {"ratio", "ours_s", "faiss_s", "map"...}."""
     from . import metrics
     from .search import faiss_pq
-    X, y = _synthetic(n, d, labels=True)
-    Q, qy = _synthetic(n_queries, d, seed=1, labels=True)
+    X, y = _synthetic(n + n_queries, d, labels=True)
+    X, Q, y, qy = X[:n], X[n:], y[:n], y[n:]  # queries from the same mixture: their class is their cluster
     pq = methods.create("pq", n_subspaces=n_subspaces, n_codewords=n_codewords, n_iter=5, device=device).fit(X)
     codes = pq.encode(X)
     index = faiss_pq(d, n_subspaces, n_codewords, pq.codebooks_)
