@@ -26,10 +26,11 @@ def merge_topk(best_d, best_i, d, ids, k):
     None for the first block); return the new best, nearest first.
 
     Equal distances keep the order in which they arrive: the best so far first, then the block in
-    its own order. The scans here pass blocks of ascending ids, so a full ranking (k at least the
-    number of candidates, as mAP@all asks) is the order by (distance, id), whatever the block
-    sizes: a stable sort. When k is smaller, torch's top-k picks the k (which of several items
-    tied at the k-th distance is kept is its choice), and ties among them keep arrival order.
+    its own order, and of several items tied at the k-th distance the first to arrive are kept.
+    The scans here pass blocks of ascending ids, so the result is the first k of the order by
+    (distance, id), whatever the block sizes: a full ranking (k at least the number of
+    candidates, as mAP@all asks) is a stable sort, and a top-k is its first k items (faiss's
+    heaps keep the smaller id on ties too).
     """
     ids = ids if ids.dim() == 2 else ids[None, :].expand(len(d), -1)
     if best_d is not None:
@@ -38,34 +39,111 @@ def merge_topk(best_d, best_i, d, ids, k):
     if k >= d.shape[1]:
         vals, pos = torch.sort(d, dim=1, stable=True)
     else:
-        _, pos = torch.topk(d, k=k, dim=1, largest=False, sorted=False)
-        pos = torch.sort(pos, dim=1).values                                # arrival order
+        # The k + 1 smallest (unordered), sorted: where the (k+1)-th equals the k-th, top-k would
+        # split a tie, and those rows keep their first-arrived tied items instead.
+        _, pos = torch.topk(d, k=k + 1, dim=1, largest=False, sorted=False)
+        near, order = torch.sort(torch.gather(d, 1, pos), dim=1)
+        pos = torch.gather(pos, 1, order[:, :k])
+        split = (near[:, k] == near[:, k - 1]).nonzero()[:, 0]
+        if len(split):
+            ds, kth = d[split], near[split, k - 1:k]
+            below, tied = ds < kth, ds == kth
+            keep = below | (tied & (torch.cumsum(tied, dim=1) <= k - below.sum(dim=1, keepdim=True)))
+            pos[split] = keep.nonzero()[:, 1].reshape(len(split), k)
+        pos = torch.sort(pos, dim=1).values                                 # arrival order
         vals, order = torch.sort(torch.gather(d, 1, pos), dim=1, stable=True)
         pos = torch.gather(pos, 1, order)
     return vals, torch.gather(ids, 1, pos)
 
 
-def adc_search(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+_SCAN_CODES = 1 << 22  # codes per faiss scan call (64 MB of a memory-mapped base at M = 16)
+_SDC_QUERIES = 256      # queries per faiss scan call: one query per row of its (M, 256, 256) table
+
+
+def adc_search(tables: np.ndarray, codes: np.ndarray, k: int, *, device=None) -> tuple[np.ndarray, np.ndarray]:
     """k nearest coded vectors by table look-up.
 
-    tables: (nq, M, K) float32 distance tables; codes: (n, M) integer.
+    tables: (nq, M, K) float32 distance tables; codes: (n, M) integer; device: where to scan
+    (None or "cpu": this machine; a CUDA device: torch there).
     Returns (distances (nq, k) float32, ids (nq, k) int64), nearest first; k is capped at n.
-    Scans the base in blocks, so memory is O(nq · block · M) whatever n is.
+
+    The distance of code (c_1..c_M) is Σ_m T[q, m, c_m] summed in float32 in subspace order
+    (((T[q,1,c_1] + T[q,2,c_2]) + ...) + T[q,M,c_M]), as faiss's scanners sum, and items are
+    ranked by (distance, id) (:func:`merge_topk`): the top-k is the first k of the full ranking.
+    Every path below gives these same distances and ids, bit for bit:
+
+    - on the CPU with K ≤ 256, faiss's table scan: the tables of up to 256 queries are loaded as
+      the symmetric table of a faiss ``ProductQuantizer`` (row j of subspace m holds query j's
+      T[j, m, :]) and ``search_sdc`` scans the codes with query j given the code j in every
+      subspace, a heap per query keeping the smaller id on ties; blocks of
+      :data:`_SCAN_CODES` codes are merged by :func:`merge_topk`.
+    - otherwise (K > 256, a CUDA device), torch: codes in blocks, distances added subspace by
+      subspace, each block merged by :func:`merge_topk`.
+
+    Memory is O(nq · block) besides the result whatever n is: a memory-mapped base is read a
+    block at a time.
     """
-    tables = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32))
+    tables = np.ascontiguousarray(tables, dtype=np.float32)
     nq, M, K = tables.shape
     codes = check_codes(codes, M, K, as_int64=False)  # uint8 codes of a huge base: converted per block below
     k = check_int(k, "k", low=1)
-    flat = tables.reshape(nq, M * K)
-    offsets = torch.arange(M, dtype=torch.int64) * K
+    if len(codes) == 0:
+        raise InvalidParameter("codes has no rows: there is nothing to search; encode a base first")
+    dev = torch.device("cpu" if device is None else device)
+    if dev.type == "cpu" and K <= 256:
+        return _adc_search_faiss(tables, codes, k)
+    return _adc_search_torch(tables, codes, k, dev)
+
+
+def _adc_search_torch(tables: np.ndarray, codes: np.ndarray, k: int, dev: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`adc_search` in torch on ``dev`` (any K, any device)."""
+    nq, M, K = tables.shape
+    T = torch.from_numpy(tables).to(dev).permute(1, 0, 2).contiguous()  # (M, nq, K): T[m] is subspace m's table
     block = max(1, _BLOCK // max(1, nq * M))
     best_d = best_i = None
     for start in range(0, len(codes), block):
-        c = torch.from_numpy(codes[start:start + block].astype(np.int64)) + offsets[None, :]  # (b, M)
-        d = flat[:, c.reshape(-1)].reshape(nq, len(c), M).sum(-1)
-        ids = torch.arange(start, start + len(c), dtype=torch.int64)
+        c = torch.from_numpy(codes[start:start + block].astype(np.int64)).to(dev)  # (b, M)
+        d = T[0].index_select(1, c[:, 0])                                            # (nq, b)
+        for m in range(1, M):
+            d += T[m].index_select(1, c[:, m])
+        ids = torch.arange(start, start + len(c), dtype=torch.int64, device=dev)
         best_d, best_i = merge_topk(best_d, best_i, d, ids, k)
-    return best_d.numpy(), best_i.numpy()
+    return best_d.cpu().numpy(), best_i.cpu().numpy()
+
+
+def _adc_search_faiss(tables: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`adc_search` through faiss's ``ProductQuantizer.search_sdc`` (CPU, K ≤ 256)."""
+    import faiss
+    nq, M, K = tables.shape
+    n = len(codes)
+    k = min(k, n)
+    pq = faiss.ProductQuantizer(M, M, 8)  # only its M and 256-row symmetric table are used
+    sdc = np.zeros((M, 256, 256), dtype=np.float32)
+    query_codes = np.repeat(np.arange(_SDC_QUERIES, dtype=np.uint8)[:, None], M, axis=1)  # query j → code j
+    out_d = np.empty((nq, k), dtype=np.float32)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    for qs in range(0, nq, _SDC_QUERIES):
+        qb = min(_SDC_QUERIES, nq - qs)
+        sdc[:, :qb, :K] = tables[qs:qs + qb].transpose(1, 0, 2)
+        faiss.copy_array_to_vector(sdc.ravel(), pq.sdc_table)
+        best_d = best_i = None
+        for start in range(0, n, _SCAN_CODES):
+            block = np.ascontiguousarray(codes[start:start + _SCAN_CODES], dtype=np.uint8)
+            kb = min(k, len(block))
+            d = np.empty((qb, kb), dtype=np.float32)
+            i = np.empty((qb, kb), dtype=np.int64)
+            heaps = faiss.float_maxheap_array_t()
+            heaps.nh, heaps.k, heaps.val, heaps.ids = qb, kb, faiss.swig_ptr(d), faiss.swig_ptr(i)
+            pq.search_sdc(faiss.swig_ptr(query_codes), qb, faiss.swig_ptr(block), len(block), heaps, True)
+            if start == 0 and len(block) == n:
+                best_d, best_i = d, i
+                break
+            best_d, best_i = merge_topk(None if best_d is None else torch.from_numpy(best_d),
+                                        None if best_i is None else torch.from_numpy(best_i),
+                                        torch.from_numpy(d), torch.from_numpy(i + start), k)
+            best_d, best_i = best_d.numpy(), best_i.numpy()
+        out_d[qs:qs + qb], out_i[qs:qs + qb] = best_d, best_i
+    return out_d, out_i
 
 
 def sdc_search(quantizer, query_codes: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,12 @@
 and the batched encoder it measures gives the same codes as a plain encode."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
 import numpy as np
+import pytest
 
 import explorer.bench
 from explorer import data, methods
@@ -32,11 +34,30 @@ def test_quick_bench_writes_every_key_finite_and_positive(tmp_path, monkeypatch,
     out = tmp_path / "bench.json"
     assert main(["bench", "--quick", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    keys = ["pq_fit_vs_faiss", "pq_encode_vs_faiss", "hook_overhead", "mmap_encode_memory_vs_file",
-            "monitor_overhead", "dashboard_redraws_per_second", "dashboard_training_slowdown"]
+    keys = ["pq_fit_vs_faiss", "pq_encode_vs_faiss", "adc_search_vs_faiss", "map_all_vs_faiss", "hook_overhead",
+            "mmap_encode_memory_vs_file", "monitor_overhead", "dashboard_redraws_per_second",
+            "dashboard_training_slowdown"]
     keys += [f"{m}_encode_vs_pq" for m in methods.available() if m != "pq"]
+    nanopq_keys = ["nanopq_fit_vs_faiss", "nanopq_encode_vs_faiss", "nanopq_adc_search_vs_faiss"]
+    if importlib.util.find_spec("nanopq") is not None:  # a peer when the bench extra is installed
+        keys += nanopq_keys
+    else:
+        assert all(result[key] is None for key in nanopq_keys)
     for key in keys:
         assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, key
+    details = result["details"]
+    # both sides of mAP@all rank the same codes with the same codebooks: the same mAP
+    assert details["map_all_vs_faiss"]["map"] == pytest.approx(details["map_all_vs_faiss"]["faiss_map"], abs=1e-6)
+    assert any(lib.get("internal_api") == "openblas" for lib in details["blas"])  # faiss's BLAS, as threadpoolctl sees it
     assert "opq_encode_vs_pq" in result and result["quick"] is True
     printed = capsys.readouterr().out
     assert all(key in printed for key in keys)
+
+
+def test_bench_names_a_device_it_cannot_use(capsys):
+    """--device cuda without a GPU (or a made-up device): exit 2, one line, nothing on stdout."""
+    import torch
+    bad = "tpu" if torch.cuda.is_available() else "cuda"
+    assert main(["bench", "--quick", "--device", bad]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "device" in captured.err

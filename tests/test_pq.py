@@ -131,3 +131,19 @@ def test_bad_input_data(digits):
         pq.encode(np.zeros((2, 32)))
     with pytest.raises(InvalidParameter, match="not fitted"):
         create("pq").encode(digits.base)
+
+
+@pytest.mark.parametrize("sub_dim", [4, 16])
+def test_distance_tables_are_squared_distances_to_every_codeword(sub_dim):
+    """PQ's tables (faiss's compute_distance_tables: direct sums below d/M = 16, BLAS above) are
+    ||q_m − c_mk||² (float64 reference, float32 rounding), for OPQ in the rotated space."""
+    rng = np.random.default_rng(sub_dim)
+    X = rng.standard_normal((3000, 4 * sub_dim)).astype(np.float32)
+    Q = rng.standard_normal((37, 4 * sub_dim)).astype(np.float32)
+    for name in ("pq", "opq"):
+        q = create(name, n_subspaces=4, n_codewords=16, n_iter=3).fit(X)
+        Z = q.transform(Q).astype(np.float64).reshape(37, 4, 1, sub_dim)
+        ref = ((Z - q.codebooks_[None].astype(np.float64)) ** 2).sum(-1)
+        tables = q.distance_tables(Q)
+        assert tables.shape == (37, 4, 16) and tables.dtype == np.float32
+        np.testing.assert_allclose(tables, ref, rtol=1e-5, atol=1e-4)

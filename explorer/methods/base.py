@@ -75,6 +75,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidParameter(f"device={name!r} is not a torch device; use 'cpu', 'cuda', 'mps' or 'auto'") from None
 
 
+def _scan_device(quantizer) -> dict:
+    """{"device": the fit's device} for :func:`~explorer.search.adc_search` when it is not the CPU, else {}."""
+    dev = getattr(quantizer, "device_", None)
+    return {} if dev is None or dev.type == "cpu" else {"device": dev}
+
+
 def data_digest(X: np.ndarray) -> dict:
     """Cheap fingerprint of a training set (n, dim, sha1 of ≤ 1000 evenly spaced rows), to tell data apart."""
     import hashlib
@@ -446,15 +452,16 @@ class Quantizer:
     def _encode_embedded(self, Z: np.ndarray) -> np.ndarray:
         """Codes (n, M) of embedded vectors (n, D): nearest codeword per sub-vector (the PQ rule)."""
         from ..kmeans import assign_nearest, split_into_subspaces
-        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32))
+        dev = getattr(self, "device_", None) or torch.device("cpu")  # the fit's device (CUDA: encode there)
+        C = torch.from_numpy(np.ascontiguousarray(self.codebooks_, dtype=np.float32)).to(dev)
         out = np.empty((len(Z), self.n_subspaces), dtype=code_dtype(self.n_codewords))
         batch = 65536
         for start in range(0, len(Z), batch):
             # "W": a read-only memory map is copied (torch cannot wrap it), anything else is not
             rows = np.require(Z[start:start + batch], dtype=np.float32, requirements=["C", "W"])
             Zs = split_into_subspaces(torch.from_numpy(rows), self.n_subspaces)
-            assign, _ = assign_nearest(Zs, C)
-            out[start:start + batch] = assign.T.numpy()
+            assign, _ = assign_nearest(Zs.to(dev), C)
+            out[start:start + batch] = assign.T.cpu().numpy()
         return out
 
     def encode(self, X, *, batch_size: int = 65536) -> np.ndarray:
@@ -521,7 +528,7 @@ class Quantizer:
         nearest first, equal distances by id. For ``metric="ip"``/``"cosine"`` the distances are
         the inner products <q, x̂> (largest first), as faiss ``METRIC_INNER_PRODUCT`` returns them."""
         from ..search import adc_search
-        distances, ids = adc_search(self.distance_tables(queries), codes, k)
+        distances, ids = adc_search(self.distance_tables(queries), codes, k, **_scan_device(self))
         return self._scores(distances), ids
 
     def search_blocks(self, queries, codes, k: int = 100, *, block: int | None = None):
@@ -536,7 +543,7 @@ class Quantizer:
         tables = self.distance_tables(queries)
         block = len(tables) if block is None else block
         for start in range(0, len(tables), block):
-            distances, ids = adc_search(tables[start:start + block], codes, k)
+            distances, ids = adc_search(tables[start:start + block], codes, k, **_scan_device(self))
             yield self._scores(distances), ids
 
     # ----------------------------------------------------------------- persistence

@@ -117,3 +117,21 @@ class PQ(Quantizer):
 
     def _fit(self, X, y, run):
         self._train_codebooks(self._metric_space(X), run, resume=self._resume_state is not None)
+
+    def distance_tables(self, queries) -> np.ndarray:
+        """Asymmetric distance tables (nq, M, K) float32: squared L2 from each (transformed) query
+        sub-vector to each codeword (Jégou et al., Eq. 13), computed by faiss's
+        ``ProductQuantizer.compute_distance_tables`` — the tables faiss's own ``IndexPQ`` search
+        builds (their last bits depend on which queries share the call, as torch's do: compute
+        them once, as :meth:`search_blocks` does) — for K a power of two; torch's (the base
+        class's) otherwise."""
+        import faiss
+        from ..search import faiss_pq
+        M, K, ds = np.shape(self.codebooks_)
+        if K & (K - 1) or self.metric != "l2":
+            return super().distance_tables(queries)
+        Q = np.ascontiguousarray(self.transform(queries), dtype=np.float32)
+        tables = np.empty((len(Q), M, K), dtype=np.float32)
+        index = faiss_pq(M * ds, M, K, self.codebooks_)
+        index.pq.compute_distance_tables(len(Q), faiss.swig_ptr(Q), faiss.swig_ptr(tables))
+        return tables
