@@ -217,9 +217,16 @@ class watch:
         periods = [int(getattr(v, "sample_every", 0) or 0) for v in views]
         self.sample_every = min([p for p in periods if p > 0], default=0)
         self._dirty = threading.Event()
-        self._running = False
+        self._running = self.background
         self._drawer: threading.Thread | None = None
         self._draw_lock = threading.Lock()
+        if self.background:
+            # Started here, in the thread that builds the views (a notebook cell's), not lazily in a
+            # training thread: in JupyterLab, widget messages sent from a thread that a training
+            # thread started never reached the page (measured: bars frozen), while those of a
+            # thread started by the cell did.
+            self._drawer = threading.Thread(target=self._draw_loop, daemon=True, name="pqx-views-drawer")
+            self._drawer.start()
 
     def _draw_all(self, event=None) -> None:
         with self._draw_lock:
@@ -234,28 +241,20 @@ class watch:
             self._redraw(event)
             return
         if isinstance(event, (FitFinished, FitFailed)):
-            self._stop_drawer()
+            self._dirty.clear()
             self._draw_all()  # the final state, drawn before the fit returns
             return
         self._dirty.set()
-        if self._drawer is None or not self._drawer.is_alive():
-            self._running = True
-            self._drawer = threading.Thread(target=self._draw_loop, daemon=True, name="pqx-views-drawer")
-            self._drawer.start()
 
     def _draw_loop(self) -> None:
         while self._running:
-            if not self._dirty.wait(0.5):
+            if not self._dirty.wait(1.0):
                 continue
             self._dirty.clear()
-            if not self._running:
-                return
             self._draw_all()
             time.sleep(self.interval)
 
-    def _stop_drawer(self) -> None:
+    def close(self) -> None:
+        """End the drawing thread (a daemon: it also ends with the process)."""
         self._running = False
         self._dirty.set()
-        if self._drawer is not None and self._drawer is not threading.current_thread():
-            self._drawer.join(5)
-        self._dirty.clear()

@@ -33,10 +33,9 @@ def test_run_view_follows_a_training_in_another_process(browser, lab, artifacts,
                                timeout=60_000)
         first = bars(page)
         assert first and len(first) == 256 and sum(first) > 0, first
-        second = wait_bars_change(page, first, 60_000)
-        third = wait_bars_change(page, second, 60_000)
+        second = wait_bars_change(page, first, 60_000)  # (k-means settles later: the bars then stop moving)
         assert trainer.poll() is None, "the other process must still be training while the bars move"
-        assert sum(third) == sum(first)  # the same training vectors, moved between codewords
+        assert sum(second) == sum(first)  # the same training vectors, moved between codewords
         page.locator(".pqx-usage").scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts / "jupyterlab-run-view-following.png"))
     finally:
