@@ -122,12 +122,12 @@ class CodebookMonitor:
         if self.closed:
             raise InvalidParameter("update() after close(): make a new CodebookMonitor for a new run")
         flat = code_matrix(codes, self.n_subspaces, "codes")
+        batch_losses = self._check_losses(losses)  # checked first: a refused batch changes no count
         if hasattr(flat, "detach"):  # a tensor: counted on its device, summed there until the step
             counts = usage_counts_on_device(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
             self._pending_device = counts if self._pending_device is None else self._pending_device + counts
         else:
             self._pending += usage_counts(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
-        batch_losses = self._check_losses(losses)
         if soft is not None:
             self._soft.append(self._soft_hard(flat, soft, codebooks))
         if not self._started:
