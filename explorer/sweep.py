@@ -14,6 +14,11 @@ recall-vs-bits view's ``add_row``):
   labels), fit_seconds, encode_seconds, reference (True for faiss rows), dataset,
   and for our methods: collapsed_subspaces, dead_codes (summed over subspaces), perplexity_mean.
 
+A method may carry its own parameters, ``name[param=value,...]`` (:func:`parse_methods`): the
+row is named by that spec, so ``sscq`` and ``sscq[preset=spq]`` (SSCQ beside its SPQ baseline,
+the paper's Table 1) or ``sscq[n_neighbours=0]`` ... ``sscq[n_neighbours=50]`` (the supplement's
+Table 4) are curves of one sweep, trained on the same data, bits, epochs and seed.
+
 A run that cannot happen (M does not divide d, K > n, a method error) gives a row with the same
 keys, None values and an ``error`` string; the sweep goes on. Our rows are measured exactly as
 ``pqx train`` measures them (same split, same seed, :func:`explorer.report.evaluate`), so a row
@@ -21,6 +26,8 @@ equals the report of ``pqx train --method m -M .. -K .. --seed s`` on the same d
 """
 from __future__ import annotations
 
+import inspect
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
@@ -78,6 +85,118 @@ def parse_bits(bits) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of a sweep: the registered ``name`` and the ``params`` it is trained with
+    beyond its grid (they take precedence over the sweep's overrides). ``label`` names its rows."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``name``, or ``name[p=v,...]`` in the order given (the spec as written, normalised)."""
+        if not self.params:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={_spelled(v)}' for k, v in self.params.items())}]"
+
+
+def _spelled(value) -> str:
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
+_SPEC = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at the commas outside brackets: ``"pq,sscq[preset=spq,epochs=3]"`` -> two items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _typed(cls, param: str, text: str, spec: str):
+    """``text`` converted to the type of ``param``'s default in ``cls.__init__`` (bool: true/false,
+    int, float, str; a None default: int, else float, else the text)."""
+    default = inspect.signature(cls.__init__).parameters[param].default
+    text = text.strip()
+    if isinstance(default, bool):
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise InvalidParameter(f"methods: {spec!r}: {param}={text!r} is not a boolean; write {param}=true or "
+                               f"{param}=false")
+    kinds = (int,) if isinstance(default, int) else (float,) if isinstance(default, float) else \
+        (int, float) if default is None or default is inspect.Parameter.empty else ()
+    for kind in kinds:
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    if kinds and default is not None and default is not inspect.Parameter.empty:
+        raise InvalidParameter(f"methods: {spec!r}: {param}={text!r} is not {'an integer' if kinds == (int,) else 'a number'}"
+                               f" (default {default!r})")
+    return None if default is None and text.lower() == "none" else text
+
+
+def parse_methods(methods) -> list[MethodSpec]:
+    """The methods of a sweep from ``"pq,opq,sscq[preset=spq]"`` or an iterable of names, specs
+    and :class:`MethodSpec`.
+
+    A spec is ``name`` or ``name[param=value,...]``; each value is converted to the type of the
+    parameter's default and checked against the method's choices now, so a typo fails before any
+    training with an :class:`~explorer.errors.InvalidParameter` naming the spec, the parameter and
+    the fix. Grid parameters (``n_subspaces``, ``n_codewords``) and ``random_state`` are the
+    sweep's and cannot be set here.
+    """
+    items = _split_top_level(methods) if isinstance(methods, str) else list(methods)
+    if not items:
+        raise InvalidParameter(f"methods is empty; give a comma-separated list from: {', '.join(registry.available())}")
+    specs = []
+    for item in items:
+        if isinstance(item, MethodSpec):
+            specs.append(item)
+            continue
+        match = _SPEC.match(str(item))
+        if not match:
+            raise InvalidParameter(f"methods: {item!r} is not a method spec; write name or name[param=value,...], "
+                                   "e.g. sscq[preset=spq]")
+        name, body = match.group(1), match.group(2)
+        if name not in registry.available():
+            raise InvalidParameter(f"methods: unknown {name!r}; choose from: {', '.join(registry.available())}")
+        cls = registry.get(name)
+        params = {}
+        for pair in _split_top_level(body or ""):
+            key, sep, value = pair.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise InvalidParameter(f"methods: {item!r}: {pair!r} is not param=value; e.g. {name}[epochs=3]")
+            if key in ("n_subspaces", "n_codewords", "random_state"):
+                raise InvalidParameter(f"methods: {item!r}: {key} is set by the sweep ({'--seed' if key == 'random_state' else '--bits'}); "
+                                       "leave it out of the spec")
+            if key not in cls.param_names():
+                raise InvalidParameter(f"methods: {item!r}: {name} has no parameter {key!r}; valid: "
+                                       f"{', '.join(p for p in cls.param_names() if p not in ('n_subspaces', 'n_codewords', 'random_state'))}")
+            params[key] = _typed(cls, key, value, item)
+        allowed = {k: v for k, v in cls.param_choices.items() if k in params}
+        for key, choices in allowed.items():
+            if params[key] not in choices:
+                raise InvalidParameter(f"methods: {item!r}: {key}={params[key]!r} is not known; use one of "
+                                       f"{', '.join(map(str, choices))}")
+        specs.append(MethodSpec(name, params))
+    labels = [s.label for s in specs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise InvalidParameter(f"methods: {', '.join(repeated)} given twice; each curve once")
+    return specs
+
+
 def _empty_row(method: str, bits: int, dataset: str, reference: bool, params: dict | None = None) -> dict:
     params = params or {}
     return {"method": method, "bits": int(bits), "subspaces": params.get("n_subspaces"),
@@ -90,30 +209,35 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_method(name: str, bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
+def run_method(name: "str | MethodSpec", bits: int, ds: Dataset, gt: np.ndarray, *, random_state: int = 0,
                overrides: dict | None = None, fit_callbacks: Iterable[Callable] = (),
                stop: StopSignal | None = None, train_size: int | None = None) -> tuple[dict, Any]:
     """Train method ``name`` at ``bits`` on ``ds`` (which has queries) and measure it.
 
+    ``name``: a method name, a spec ``name[param=value,...]`` or a :class:`MethodSpec` (its
+    parameters win over ``overrides``; the row's ``method`` is the spec's label).
     Returns (row, fitted quantizer or None). ``overrides``: parameters applied when the method
     takes them (e.g. ``{"n_iter": 5, "epochs": 3}``); others are ignored, so one override can
     serve a mixed grid. ``train_size``: fit on the seeded sample of that many base vectors that
     ``pqx train --train-size`` fits on (:func:`~explorer.data.training_set`); the row is still
     measured on the whole base. Errors become the row's ``error`` field.
     """
-    cls = registry.get(name)
-    row = _empty_row(name, bits, ds.name, False)
+    spec = name if isinstance(name, MethodSpec) else parse_methods([name])[0]
+    cls = registry.get(spec.name)
+    row = _empty_row(spec.label, bits, ds.name, False)
     try:
         params = dict(cls.grid_for_bits(bits, ds.dim))
         row.update(subspaces=params.get("n_subspaces"), codewords=params.get("n_codewords"))
         valid = set(cls.param_names())
         params.update({k: v for k, v in (overrides or {}).items() if k in valid})
+        params.update(spec.params)
         params["random_state"] = random_state
-        quantizer = registry.create(name, **params)
+        quantizer = registry.create(spec.name, **params)
         # Unsupervised methods never see the labels: they are for scoring (mAP) only, as in pqx train.
         X, y = training_set(ds, train_size, random_state)
         quantizer.fit(X, y if quantizer.supervised else None, callbacks=fit_callbacks, stop=stop)
         row = quantizer_row(quantizer, ds, gt, bits=bits)
+        row["method"] = spec.label
     except Exception as exc:  # one failed run must not end the sweep: it becomes an error row
         row["error"] = _error(exc)
         return row, None
@@ -237,13 +361,14 @@ def record_without_samples(recorder: Recorder) -> Callable:
     return record
 
 
-def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[int] | str = (16, 32, 64), *,
+def sweep(ds: Dataset, methods: "str | Sequence[str | MethodSpec]" = ("pq", "opq"), bits: Sequence[int] | str = (16, 32, 64), *,
           references: Sequence[str] = REFERENCES, random_state: int = 0, n_queries: int = 200,
           overrides: dict | None = None, callbacks: Iterable[Callable] = (), fit_callbacks: Iterable[Callable] = (),
           stop: StopSignal | None = None, record_steps: int = 0, train_size: int | None = None) -> list[dict]:
     """Rows (list of dicts, see the module doc) for every (bits, method) and (bits, reference).
 
-    ds: the dataset; without queries, ``n_queries`` base vectors are held out with
+    methods: names or specs ``name[param=value,...]`` (:func:`parse_methods`), a list or one
+    comma-separated string. ds: the dataset; without queries, ``n_queries`` base vectors are held out with
     ``random_state`` (as ``pqx train`` does). Order: for each bit length, our methods in the
     given order, then the faiss references — so every curve of a live view grows together.
     callbacks: receive one :class:`SweepRow` per finished run. fit_callbacks: receive every
@@ -256,9 +381,10 @@ def sweep(ds: Dataset, methods: Sequence[str] = ("pq", "opq"), bits: Sequence[in
     the same seeded sample of that many base vectors, the one ``pqx train --train-size`` takes
     with the same seed; None fits on the whole base.
     """
-    names = [methods] if isinstance(methods, str) else list(methods)
-    for name in names:
-        registry.get(name)  # unknown names fail before any training, with the valid list
+    # unknown names or parameters fail before any training; no methods at all is a sweep of the
+    # faiss references alone
+    methods = methods.strip() if isinstance(methods, str) else list(methods)
+    names = parse_methods(methods) if methods else []
     bit_list = parse_bits(bits)
     record_steps = check_int(record_steps, "record_steps", low=0)
     for kind in references:
@@ -308,5 +434,5 @@ def flat_row(row: dict) -> dict:
     return {c: out.get(c) for c in CSV_COLUMNS}
 
 
-__all__ = ["SweepRow", "sweep", "record_without_samples", "run_method", "run_reference", "quantizer_row", "reference_row", "reference_rows", "DASHBOARD_REFERENCES", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
+__all__ = ["SweepRow", "MethodSpec", "parse_methods", "sweep", "record_without_samples", "run_method", "run_reference", "quantizer_row", "reference_row", "reference_rows", "DASHBOARD_REFERENCES", "parse_bits", "flat_row", "REFERENCES", "ROW_KEYS",
            "CSV_COLUMNS"]

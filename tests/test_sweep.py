@@ -17,7 +17,7 @@ from explorer.errors import InvalidParameter
 from explorer.events import StopSignal
 from explorer.methods import create, get
 from explorer.search import evaluate_faiss, faiss_reference, native_stderr_silenced
-from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, run_reference, sweep
+from explorer.sweep import CSV_COLUMNS, ROW_KEYS, SweepRow, parse_methods, quantizer_row, run_reference, sweep
 from watched_rows import WatchedRows, mapped_digits
 
 
@@ -261,3 +261,59 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_file(tmp_path, capsys, argv,
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_method_spec_trains_with_its_parameters_and_names_its_rows(digits):
+    """``pq[init=narrow,repair_empty=false]`` is a second curve beside ``pq``: its parameters reach
+    the model (the collapsed start's distortion), and its row equals that model measured directly."""
+    seen = []
+    rows = sweep(digits, "pq,pq[init=narrow,repair_empty=false]", [32], references=(), overrides={"n_iter": 4},
+                 callbacks=[seen.append])
+    assert [r["method"] for r in rows] == ["pq", "pq[init=narrow,repair_empty=false]"]
+    spec_model = seen[1].quantizer
+    assert (spec_model.init, spec_model.repair_empty, spec_model.n_iter) == ("narrow", False, 4)
+    assert rows[1]["distortion"] > 2 * rows[0]["distortion"] and rows[1]["dead_codes"] > 100
+    direct = create("pq", n_subspaces=4, n_codewords=256, n_iter=4, init="narrow", repair_empty=False,
+                    random_state=0).fit(digits.base)
+    assert rows[1]["distortion"] == pytest.approx(quantizer_row(direct, digits)["distortion"], rel=1e-12)
+
+
+def test_spec_parameters_win_over_the_sweeps_overrides(digits):
+    rows = sweep(digits, ["pq[n_iter=1]"], [16], references=(), overrides={"n_iter": 6})
+    one = sweep(digits, ["pq"], [16], references=(), overrides={"n_iter": 1})
+    assert rows[0]["distortion"] == one[0]["distortion"] and rows[0]["method"] == "pq[n_iter=1]"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("sscq[preset=spx]", "preset='spx' is not known; use one of sscq, spq"),
+    ("sscq[n_neighbours=ten]", "n_neighbours='ten' is not an integer"),
+    ("dpq[gini=maybe]", "write gini=true or gini=false"),
+    ("sscq[nope=1]", "sscq has no parameter 'nope'; valid:"),
+    ("pq[n_subspaces=4]", "n_subspaces is set by the sweep (--bits)"),
+    ("pq[random_state=4]", "random_state is set by the sweep (--seed)"),
+    ("pq[n_iter]", "'n_iter' is not param=value"),
+    ("pq,pq[]", "pq given twice"),
+    ("pq[n_iter=2", "is not a method spec"),
+])
+def test_bad_method_specs_name_the_parameter_and_the_fix(text, message):
+    with pytest.raises(InvalidParameter) as err:
+        parse_methods(text)
+    assert message in str(err.value)
+
+
+def test_parse_methods_types_values_by_the_parameters_defaults():
+    spq, nk, dpq = parse_methods("sscq[preset=spq],sscq[n_neighbours=0,lambda_cd=0.5],dpq[gini=off]")
+    assert (spq.name, spq.params, spq.label) == ("sscq", {"preset": "spq"}, "sscq[preset=spq]")
+    assert nk.params == {"n_neighbours": 0, "lambda_cd": 0.5} and type(nk.params["lambda_cd"]) is float
+    assert dpq.params == {"gini": False} and dpq.label == "dpq[gini=false]"
+
+
+def test_cli_sweeps_method_specs_and_refuses_a_bad_one_before_training(tmp_path, capsys):
+    out = tmp_path / "rows.json"
+    assert main(["sweep", "--methods", "pq,pq[n_iter=1]", "--bits", "16", "--references", "none", "--iters", "3",
+                 "--quiet", "--json", str(out)]) == 0
+    assert [r["method"] for r in json.loads(out.read_text())] == ["pq", "pq[n_iter=1]"]
+    bad = tmp_path / "bad.json"
+    assert main(["sweep", "--methods", "pq,sscq[preset=simclr]", "--json", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "preset='simclr' is not known" in err and err.count("\n") == 1 and not bad.exists()

@@ -10,7 +10,7 @@ from ..atomic import atomic_open
 from ..data import training_rows
 from ..errors import InvalidParameter
 from ..report import write_json_atomic
-from ..sweep import REFERENCES, flat_row, parse_bits, sweep
+from ..sweep import REFERENCES, flat_row, parse_bits, parse_methods, sweep
 from ..validation import check_output_path
 from ._common import (StopOnSignals, add_data_arguments, add_sink_arguments, fall_back_device, load_dataset, make_sinks,
                       run_until_aborted)
@@ -22,7 +22,8 @@ HELP = "train a grid of methods × code lengths and compare recall with faiss PQ
 
 def add_arguments(p):
     p.add_argument("--methods", default="pq,opq", help=f"comma-separated, from: {', '.join(methods.available())} "
-                   "(default pq,opq)")
+                   "(default pq,opq); a method with its own parameters is name[param=value,...], e.g. "
+                   "sscq,sscq[preset=spq] puts SSCQ beside its SPQ baseline")
     p.add_argument("--bits", default="16,32,64", help="comma-separated code lengths in bits (default 16,32,64)")
     p.add_argument("--references", default=",".join(REFERENCES),
                    help=f"faiss reference quantizers, comma-separated from {', '.join(REFERENCES)}, or 'none' "
@@ -58,10 +59,10 @@ def _fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
-def _print_row(row: dict) -> None:
+def _print_row(row: dict, width: int = 12) -> None:
     r = row["recall_at"]
     tail = f"  error: {row['error']}" if "error" in row else ""
-    print(f"{row['method']:<12} {row['bits']:>5} {_fmt(row['subspaces'], '>3')}×{_fmt(row['codewords'], '<5')} "
+    print(f"{row['method']:<{width}} {row['bits']:>5} {_fmt(row['subspaces'], '>3')}×{_fmt(row['codewords'], '<5')} "
           f"{_fmt(row['distortion'], '>11.4f')} {_fmt(r['1'], '>6.3f')} {_fmt(r['10'], '>6.3f')} {_fmt(r['100'], '>6.3f')} "
           f"{_fmt(row['map'], '>6.3f')} {_fmt(row['fit_seconds'], '>8.2f')}{tail}", flush=True)
 
@@ -100,7 +101,7 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    names = _names(args.methods, "methods", methods.available())
+    names = parse_methods(args.methods)  # names or specs such as sscq[preset=spq]
     refs = [] if args.references.strip().lower() == "none" else _names(args.references, "references", REFERENCES)
     bits = parse_bits(args.bits)
     for path, flag in ((args.json, "--json"), (args.csv, "--csv")):
@@ -113,11 +114,12 @@ def _run(args) -> int:
     ds = load_dataset(args)
     if args.train_size is not None:
         training_rows(ds, args.train_size, args.seed, name="--train-size")  # refuse a bad size before any run
-    show = (lambda event: _print_row(event.row)) if not args.quiet else None
+    width = max([12] + [len(getattr(name, "label", name)) for name in names])  # sscq[preset=spq] is 16
+    show = (lambda event: _print_row(event.row, width)) if not args.quiet else None
     if show:
         print(f"sweep on {ds.name}: {ds.n}×{ds.dim}, {len(ds.queries)} queries, seed {args.seed}"
               + ("" if args.train_size is None else f", each fit on a sample of {args.train_size}"))
-        print(f"{'method':<12} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
+        print(f"{'method':<{width}} {'bits':>5} {'M×K':<9} {'distortion':>11} {'R@1':>6} {'R@10':>6} {'R@100':>6} "
               f"{'mAP':>6} {'fit s':>8}")
     with StopOnSignals(prog="pqx sweep") as signals:
         # a signal ends the current fit at its next step (its row says "stopped": true) and the
