@@ -288,3 +288,39 @@ def test_backbone_learns_at_a_tenth_of_the_hash_layers_rate(digits):
             assert (head["momentum"], head["weight_decay"]) == (0.9, 1e-4)
         else:
             assert "betas" in head
+
+
+@pytest.mark.parametrize("kind", ["cosface", "arcface"])
+def test_losses_equal_eqs_5_to_7_computed_by_hand(kind):
+    """Eq. 5 (cosines of normalised segments and normalised branch weights), Eq. 6 (the target's
+    logit s·(cos θ − m), or s·cos(θ + m) for ArcFace; the others s·cos θ) and Eq. 7 (L = L_cls + L_pq,
+    L_pq the cross-entropy averaged over the batch and the M branches), on a batch of 3 computed
+    with numpy from the network's own weights."""
+    import torch
+    from explorer.methods.fppq import FPPQNet
+    M, K, C, d = 2, 3, 2, 4
+    q = FPPQ(M, K, margin_kind=kind)
+    torch.manual_seed(0)
+    q.model_ = FPPQNet(torch.nn.Identity(), d, M, K, C, segment_normalize=False)
+    x = torch.tensor([[1.0, 2.0, -1.0, 0.5], [0.3, -0.2, 2.0, 1.0], [-1.0, 0.1, 0.4, -0.7]])
+    t_pq, t_cls = torch.tensor([[0, 2], [1, 1], [2, 0]]), torch.tensor([0, 1, 1])
+    total, l_cls, l_pq, codes = q._loss(x, t_pq, t_cls, with_pq=True)
+
+    X, W, V = x.numpy().astype(np.float64), q.model_.branch_weight.detach().numpy(), q.model_.class_weight.detach().numpy()
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    cos_pq = np.einsum("bmd,mkd->bmk", unit(X.reshape(3, M, -1)), unit(W))              # Eq. 5
+    cos_cls = unit(X) @ unit(V).T
+
+    def ce(cos, target, m):  # Eq. 6 with softmax cross-entropy, one row per (cos, target)
+        logits = q.scale * cos.copy()
+        c = cos[np.arange(len(cos)), target]
+        logits[np.arange(len(cos)), target] = q.scale * (c - m if kind == "cosface" else np.cos(np.arccos(c) + m))
+        logits -= logits.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(logits).sum(1)) - logits[np.arange(len(cos)), target]))
+
+    want_pq = ce(cos_pq.reshape(-1, K), t_pq.numpy().ravel(), q.margin)
+    want_cls = ce(cos_cls, t_cls.numpy(), q.cls_margin)
+    assert l_pq.item() == pytest.approx(want_pq, rel=1e-5)
+    assert l_cls.item() == pytest.approx(want_cls, rel=1e-5)
+    assert total.item() == pytest.approx(q.cls_weight * want_cls + want_pq, rel=1e-5)   # Eq. 7
+    np.testing.assert_array_equal(codes.numpy(), cos_pq.argmax(-1))
