@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # notebook -> the least number of static pictures it keeps (one per view its prose discusses)
 PICTURED = {"00_tour": 5, "01_product_quantization": 2, "02_opq": 2, "03_codebook_collapse": 4,
-            "04_dpq_soft_vs_hard": 5, "05_fppq": 5, "08_recall_vs_bits": 4, "09_your_own_quantizer": 5}
+            "04_dpq_soft_vs_hard": 5, "05_fppq": 5, "06_sscq_tsne": 6,
+            "07_rl_multicodebook": 6, "08_recall_vs_bits": 4, "09_your_own_quantizer": 5}
 
 
 def pictures(nb: dict) -> int:
