@@ -220,24 +220,13 @@ def test_without_instance_terms_diversity_term_is_what_prevents_collapse(split, 
     assert collapsed["soft"] == 0 and collapsed["off"] >= 4 and collapsed["paper"] >= 3, collapsed
 
 
-def test_papers_diversity_term_reopens_collapsed_codebooks_given_time(split):
-    """The criterion "with λ_cd = 0 the perplexity is clearly lower than with the default λ_cd, and
-    the collapse detector agrees", met by the paper's own L_cd where collapse happens: part and
-    global consistency alone (λ_icz = λ_icf = 0, the weights the authors' released code defaults
-    to). Its push is slow (see the loss-range test), so it needs training: 25 epochs at lr 2e-3
-    here stand for the paper's lr 5e-4 over 100 epochs, which gives the same picture. Measured on
-    the base, seeds 0–1 (0–2 at lr 2e-3), subspaces collapsed with L_cd / without, perplexity gain:
-    lr 5e-4, 100 epochs: 3, 5 / 8, 8, +26%, +19%; lr 1e-3, 50 epochs: 4, 5 / 8, 8, +28%, +21%;
-    lr 2e-3, 25 epochs: 4, 5, 4 / 8, 8, 8, +16%, +7%, +7%. After 5 epochs it has not acted yet
-    (the test above)."""
-    kw = dict(n_subspaces=8, n_codewords=16, epochs=25, lr=2e-3, lambda_icz=0.0, lambda_icf=0.0, random_state=0)
-    usage = {k: _usage(create("sscq", **kw, **extra).fit(split.base), split.base)
-             for k, extra in {"paper": {}, "off": dict(lambda_cd=0.0)}.items()}
-    ppl = {k: diagnostics.perplexity(u).mean() for k, u in usage.items()}
-    collapsed = {k: int(diagnostics.collapsed_mask(u).sum()) for k, u in usage.items()}
-    assert ppl["off"] < 0.92 * ppl["paper"], ppl
-    assert collapsed["off"] == 8 and collapsed["paper"] <= 5, collapsed
-    assert diagnostics.dead_codes(usage["off"]).sum() > diagnostics.dead_codes(usage["paper"]).sum() + 15
+# The criterion "with λ_cd = 0 the perplexity is clearly lower than with the default λ_cd, and the
+# collapse detector agrees", met by the paper's own L_cd where collapse happens (λ_icz = λ_icf = 0,
+# 25 epochs at lr 2e-3), is asserted by notebook 06's "What L_cd prevents, given time" cells, which
+# the suite runs (nbval): the same two runs would cost another minute here. Measured on the base,
+# subspaces collapsed with L_cd / without, perplexity gain: lr 5e-4, 100 epochs, seeds 0–1: 3, 5 /
+# 8, 8, +26%, +19%; lr 1e-3, 50 epochs: 4, 5 / 8, 8, +28%, +21%; lr 2e-3, 25 epochs, seeds 0–2:
+# 4, 5, 4 / 8, 8, 8, +16%, +7%, +7%.
 
 
 def test_steps_of_the_default_run_carry_the_diversity_term(fitted):

@@ -37,15 +37,16 @@ def wait_status(page, text: str, timeout_ms: int) -> str:
 
 
 def wait_bars_change(page, previous, timeout_ms: int):
-    """Wait for a complete histogram (same length and total as ``previous``) that differs from it."""
+    """Wait for a complete histogram (same length and total as ``previous``) that differs from it
+    and return that histogram, as the check saw it: read again later, a run from the same seed may
+    already have settled back onto ``previous`` (k-means on digits does within ~25 steps)."""
     check = f"""(prev) => {{
       const b = ({BARS_JS})();
       const sum = (a) => a.reduce((x, y) => x + y, 0);
       return b !== null && b.length === prev.length && sum(b) === sum(prev)
-             && JSON.stringify(b) !== JSON.stringify(prev);
+             && JSON.stringify(b) !== JSON.stringify(prev) ? b : null;
     }}"""
-    page.wait_for_function(check, arg=previous, timeout=timeout_ms)
-    return bars(page)
+    return page.wait_for_function(check, arg=previous, timeout=timeout_ms).json_value()
 
 
 def wait_pictures(page, n: int, timeout_ms: int) -> int:
