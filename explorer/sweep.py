@@ -105,6 +105,7 @@ def _spelled(value) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
+SWEEP_PARAMS = ("n_subspaces", "n_codewords", "random_state")  # set by the sweep's grid and seed, never by a spec
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*(?:\[(.*)\])?\s*$")
 
 
@@ -177,12 +178,12 @@ def parse_methods(methods) -> list[MethodSpec]:
             key = key.strip()
             if not sep or not key:
                 raise InvalidParameter(f"methods: {item!r}: {pair!r} is not param=value; e.g. {name}[epochs=3]")
-            if key in ("n_subspaces", "n_codewords", "random_state"):
+            if key in SWEEP_PARAMS:
                 raise InvalidParameter(f"methods: {item!r}: {key} is set by the sweep ({'--seed' if key == 'random_state' else '--bits'}); "
                                        "leave it out of the spec")
             if key not in cls.param_names():
                 raise InvalidParameter(f"methods: {item!r}: {name} has no parameter {key!r}; valid: "
-                                       f"{', '.join(p for p in cls.param_names() if p not in ('n_subspaces', 'n_codewords', 'random_state'))}")
+                                       f"{', '.join(p for p in cls.param_names() if p not in SWEEP_PARAMS)}")
             params[key] = _typed(cls, key, value, item)
         allowed = {k: v for k, v in cls.param_choices.items() if k in params}
         for key, choices in allowed.items():

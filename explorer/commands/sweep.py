@@ -114,7 +114,7 @@ def _run(args) -> int:
     ds = load_dataset(args)
     if args.train_size is not None:
         training_rows(ds, args.train_size, args.seed, name="--train-size")  # refuse a bad size before any run
-    width = max([12] + [len(getattr(name, "label", name)) for name in names])  # sscq[preset=spq] is 16
+    width = max([12] + [len(spec.label) for spec in names])  # sscq[preset=spq] is 16
     show = (lambda event: _print_row(event.row, width)) if not args.quiet else None
     if show:
         print(f"sweep on {ds.name}: {ds.n}×{ds.dim}, {len(ds.queries)} queries, seed {args.seed}"
