@@ -49,6 +49,12 @@ def wait_bars_change(page, previous, timeout_ms: int):
     return page.wait_for_function(check, arg=previous, timeout=timeout_ms).json_value()
 
 
+def scroll_to(page, selector: str) -> None:
+    """Bring ``selector`` into view for a screenshot without Playwright's wait for the element to
+    be stable: a view redrawn by a live run never is (it timed out after 10 s in a Voila run here)."""
+    page.evaluate("(s) => document.querySelector(s).scrollIntoView({block: 'start'})", selector)
+
+
 def wait_pictures(page, n: int, timeout_ms: int) -> int:
     """Wait until ``n`` static pictures (the tour's snapshots, its last outputs) are shown: the
     notebook has run to its end and the kernel is free to handle Start; return their count."""
@@ -89,7 +95,7 @@ def start_and_watch(page, artifacts, name: str) -> None:
     drawn = int(status(page).split("step ")[1].split("/")[0])
     page.wait_for_function(f"() => {{ const t = ({STATUS_JS})(); const m = t.match(/step (\\d+)\\//); "
                            f"return m && parseInt(m[1]) > {drawn}; }}", timeout=15_000)
-    page.locator(".pqx-usage").scroll_into_view_if_needed()
+    scroll_to(page, ".pqx-usage")
     page.screenshot(path=str(artifacts / f"{name}-live.png"), full_page=False)
 
     page.locator(".pqx-dashboard button", has_text="Stop").click()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from conftest import server_env
-from dashboard_page import BARS_JS, bars, run_notebook_in_lab, wait_bars_change, wait_status
+from dashboard_page import BARS_JS, bars, run_notebook_in_lab, scroll_to, wait_bars_change, wait_status
 
 NOTEBOOK = {
     "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
@@ -36,7 +36,7 @@ def test_run_view_follows_a_training_in_another_process(browser, lab, artifacts,
         second = wait_bars_change(page, first, 60_000)  # (k-means settles later: the bars then stop moving)
         assert trainer.poll() is None, "the other process must still be training while the bars move"
         assert sum(second) == sum(first)  # the same training vectors, moved between codewords
-        page.locator(".pqx-usage").scroll_into_view_if_needed()
+        scroll_to(page, ".pqx-usage")
         page.screenshot(path=str(artifacts / "jupyterlab-run-view-following.png"))
     finally:
         trainer.kill()
