@@ -158,4 +158,12 @@ def lloyd(Xs: torch.Tensor, centroids: torch.Tensor, n_iter: int, rng: np.random
         # members' mean where a cluster has any (an empty one keeps its centroid until split)
         centroids.copy_(torch.where((counts > 0)[..., None], sums / counts.clamp_min(1)[..., None], centroids))
         n_split = 0 if rng is None else _split_empty(centroids, counts, n, rng)
-        yield LloydState(it + 1, centroids, assign, counts, float(dist.sum(dtype=torch.float64)) / n, n_split)
+        yield LloydState(it + 1, centroids, assign, counts, _sum64(dist) / n, n_split)
+
+
+def _sum64(x: torch.Tensor) -> float:
+    """Sum of a float tensor accumulated in float64 (numpy's pairwise sum on the CPU: 2.5×
+    faster than torch's float64 reduction of float32 data, measured at 16 × 65,536)."""
+    if x.device.type == "cpu":
+        return float(x.numpy().sum(dtype=np.float64))
+    return float(x.sum(dtype=torch.float64))
