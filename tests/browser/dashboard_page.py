@@ -82,9 +82,9 @@ def start_and_watch(page, artifacts, name: str) -> None:
     steps = page.locator(".pqx-dashboard .widget-text", has_text="iterations").locator("input")
     steps.fill("300")
     steps.press("Enter")
-    page.locator(".pqx-dashboard button", has_text="Start").click()
-    before = bars(page)  # the notebook's own finished fit
+    before = bars(page)  # the notebook's own finished fit, read before Start can redraw it
     assert before and len(before) == 256 and sum(before) > 0, f"no usage bars drawn: {before!r}"
+    page.locator(".pqx-dashboard button", has_text="Start").click()
     wait_status(page, "Training pq: step", 20_000)
     assert "/300" in status(page)
     first = wait_bars_change(page, before, 15_000)  # the live run's first drawn step
