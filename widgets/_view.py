@@ -109,6 +109,27 @@ def snapshot_figures(figures: Mapping[str, go.Figure], path=None, format: str = 
     return shots
 
 
+def _serialise_frontend_updates(figure: go.FigureWidget, lock: threading.RLock) -> None:
+    """Make ``figure`` take the browser's messages only while it holds ``lock``, the lock its
+    redraws hold.
+
+    Plotly's page answers every redraw with a delta message, which the kernel applies in its main
+    thread through ipywidgets' ``set_state``. While that runs, traitlets holds the widget's change
+    notifications and merges them per trait. A redraw made meanwhile from a training or drawing
+    thread sets ``_py2js_update`` to its message and back to ``None``; the merged notification
+    then sends only ``None``. The page never receives the update, and its bars freeze while the
+    status line, a widget that receives no messages, goes on. With both sides under one lock, the
+    two never interleave.
+    """
+    apply = figure.set_state
+
+    def set_state(sync_data):
+        with lock:
+            apply(sync_data)
+
+    figure.set_state = set_state
+
+
 class View:
     """One view: ``figure`` (a ``go.FigureWidget`` built once), ``widget`` (what to display)."""
 
@@ -117,6 +138,7 @@ class View:
     def __init__(self) -> None:
         self.figure = go.FigureWidget()
         self._lock = threading.RLock()
+        _serialise_frontend_updates(self.figure, self._lock)
 
     # ---------------------------------------------------------------- event intake
     def observe(self, event) -> None:
