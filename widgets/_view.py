@@ -246,7 +246,8 @@ class watch:
             # Started here, in the thread that builds the views (a notebook cell's), not lazily in a
             # training thread: in JupyterLab, widget messages sent from a thread that a training
             # thread started never reached the page (measured: bars frozen), while those of a
-            # thread started by the cell did.
+            # thread started by the cell did. The freezes left after that change (JupyterLab, some
+            # runs) were a different cause, fixed in :func:`_serialise_frontend_updates`.
             self._drawer = threading.Thread(target=self._draw_loop, daemon=True, name="pqx-views-drawer")
             self._drawer.start()
 
