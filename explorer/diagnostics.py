@@ -101,28 +101,43 @@ def usage_counts_on_device(codes, n_codewords: int, *, ignore_index: int | None 
     """:func:`usage_counts` of a torch tensor ``codes`` (n, M), left on its device as a flat (M·K,)
     int64 tensor (a caller summing several batches moves the counts to the CPU once).
 
-    One pass over the codes: ignored entries go to an extra bin that is dropped; the range check
-    is one ``aminmax`` and a single two-number transfer."""
+    One pass over the codes: the range check is one ``aminmax`` and a single two-number transfer.
+    With ``ignore_index`` None or −1 (vector-quantize-pytorch's mask) no mask is built: a batch
+    whose minimum is ≥ 0 is counted as it is, and one holding −1 is counted with every code
+    shifted up by one, so the ignored entries fall into a bin of each subspace that is dropped.
+    Another ``ignore_index`` is masked into an extra bin that is dropped."""
     import torch
     codes = codes.detach()
     n_sub, K = int(codes.shape[1]), int(n_codewords)
     c = codes.long()
-    keep = None
-    if ignore_index is not None:
-        keep = c != ignore_index
-        c = c.masked_fill(~keep, 0)
-    if c.numel():
+    if not c.numel():
+        return torch.zeros(n_sub * K, dtype=torch.long, device=c.device)
+    if ignore_index is None or ignore_index == -1:
         lo, hi = torch.stack(torch.aminmax(c)).tolist()
-        if lo < 0 or hi >= K:
-            _out_of_range(lo if lo < 0 else hi, K, ignore_index, name)
-    key = (c.device, n_sub, K)
+        floor = 0 if ignore_index is None else -1
+        if lo < floor or hi >= K:
+            _out_of_range(lo if lo < floor else hi, K, ignore_index, name)
+        if lo >= 0:
+            return torch.bincount((c + _offsets(c.device, n_sub, K)).reshape(-1), minlength=n_sub * K)
+        counts = torch.bincount((c + 1 + _offsets(c.device, n_sub, K + 1)).reshape(-1), minlength=n_sub * (K + 1))
+        return counts.reshape(n_sub, K + 1)[:, 1:].reshape(-1)
+    keep = c != ignore_index
+    c = c.masked_fill(~keep, 0)
+    lo, hi = torch.stack(torch.aminmax(c)).tolist()
+    if lo < 0 or hi >= K:
+        _out_of_range(lo if lo < 0 else hi, K, ignore_index, name)
+    flat = (c + _offsets(c.device, n_sub, K)).masked_fill(~keep, n_sub * K)
+    return torch.bincount(flat.reshape(-1), minlength=n_sub * K + 1)[: n_sub * K]
+
+
+def _offsets(device, n_sub: int, width: int):
+    """(1, M) int64 tensor [0, width, 2·width, ...] on ``device``, cached: subspace m's first bin."""
+    import torch
+    key = (device, n_sub, width)
     offsets = _OFFSETS.get(key)
     if offsets is None:
-        offsets = _OFFSETS[key] = torch.arange(n_sub, device=c.device, dtype=torch.long)[None, :] * K
-    flat = c + offsets
-    if keep is not None:
-        flat = flat.masked_fill(~keep, n_sub * K)
-    return torch.bincount(flat.reshape(-1), minlength=n_sub * K + 1)[: n_sub * K]
+        offsets = _OFFSETS[key] = torch.arange(n_sub, device=device, dtype=torch.long)[None, :] * width
+    return offsets
 
 
 def _out_of_range(value: int, K: int, ignore_index, name: str):

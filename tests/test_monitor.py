@@ -52,6 +52,20 @@ def test_counts_accumulate_over_every_updates_and_the_events_are_ordered():
     assert rec[-1].metrics["updates"] == 7
 
 
+def test_tensor_codes_skip_any_ignore_index_as_numpy_counting_does():
+    g = torch.Generator().manual_seed(1)
+    for ignore in (-1, 7, None):
+        codes = torch.randint(0, 16, (200, 2), generator=g)
+        if ignore is not None:
+            codes[torch.rand(200, 2, generator=g) < 0.3] = ignore
+        expected = diagnostics.usage_counts(codes.numpy(), 16, ignore_index=ignore)
+        mon = CodebookMonitor(16, 2, ignore_index=ignore)  # a step per update: usage is that batch's
+        mon.update(codes)
+        np.testing.assert_array_equal(mon.usage, expected)
+        mon.update(codes.numpy())
+        np.testing.assert_array_equal(mon.usage, expected)
+
+
 def test_the_callers_step_numbers_are_kept():
     rec, _ = events_of(dict(n_codewords=4), lambda m: [m.update(np.array([0, 1, 2]), step=s) for s in (100, 200)])
     assert [e.step for e in rec if isinstance(e, Step)] == [100, 200]
@@ -62,6 +76,10 @@ def test_the_callers_step_numbers_are_kept():
     (np.array([[0, 16]]), {}, "holds 16, outside [0, n_codewords (K)=16)"),
     (np.array([[0, -1]]), {"ignore_index": None}, "holds -1, outside [0, n_codewords (K)=16); pass ignore_index=-1"),
     (np.array([[0, -2]]), {}, "holds -2"),
+    (torch.tensor([[0, -2], [-1, 3]]), {}, "holds -2"),  # tensors are counted on their device: same checks
+    (torch.tensor([[0, 16], [-1, 3]]), {}, "holds 16, outside [0, n_codewords (K)=16)"),
+    (torch.tensor([[0, -1]]), {"ignore_index": None}, "holds -1, outside [0, n_codewords (K)=16); pass ignore_index"),
+    (torch.tensor([[5, -1]]), {"ignore_index": 5}, "holds -1"),
     (np.zeros((4, 3), dtype=np.int64), {}, "last axis is not n_subspaces (M)=2"),
 ])
 def test_bad_codes_raise_errors_naming_the_argument_and_the_fix(codes, kwargs, message):
