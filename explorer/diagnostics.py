@@ -152,8 +152,7 @@ def perplexity_from_usage(usage: np.ndarray) -> np.ndarray:
     usage = np.asarray(usage, dtype=np.float64)
     total = usage.sum(axis=1, keepdims=True)
     p = usage / np.maximum(total, 1e-12)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
+    ent = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)  # 0 · log 1 = 0 for unused codewords
     return np.exp(ent)
 
 MIN_PERPLEXITY_RATIO = 0.25
