@@ -60,3 +60,22 @@ def test_replays_a_library_recorder_too():
     methods.create("pq", n_subspaces=4, n_codewords=16, n_iter=3).fit(digits().base, callbacks=[rec])
     view = UsageView().replay(rec)
     assert list(view.figure.data[6].y) == rec.last.usage[3].tolist()
+
+
+def test_dead_markers_follow_every_step_and_the_sorted_toggle():
+    """Dead markers and subplot titles are resent only when they change: every step still shows its own."""
+    events = stream("pq", n_iter=6, n_codewords=256, init="narrow", repair_empty=False)
+    view = UsageView(4, 256)
+    shown = []
+    for event in events:
+        view(event)
+        if event.kind == "step":
+            shown.append([list(view.figure.data[2 * m + 1].x) for m in range(4)])
+            for m in range(4):
+                dead = np.flatnonzero(event.usage[m] == 0).tolist()
+                assert shown[-1][m] == dead
+                assert view.figure.layout.annotations[m].text == f"subspace {m} · {len(dead)} dead"
+    assert len({str(s) for s in shown}) > 1  # the dead sets did change across steps
+    view.sorted.value = True
+    heights = np.sort(steps(events)[-1].usage[0])[::-1]
+    assert list(view.figure.data[1].x) == np.flatnonzero(heights == 0).tolist()
