@@ -112,22 +112,22 @@ def usage_counts_on_device(codes, n_codewords: int, *, ignore_index: int | None 
     c = codes.long()
     if not c.numel():
         return torch.zeros(n_sub * K, dtype=torch.long, device=c.device)
-    if ignore_index is None or ignore_index == -1:
-        lo, hi = torch.stack(torch.aminmax(c)).tolist()
-        floor = 0 if ignore_index is None else -1
-        if lo < floor or hi >= K:
-            _out_of_range(lo if lo < floor else hi, K, ignore_index, name)
-        if lo >= 0:
-            return torch.bincount((c + _offsets(c.device, n_sub, K)).reshape(-1), minlength=n_sub * K)
-        counts = torch.bincount((c + 1 + _offsets(c.device, n_sub, K + 1)).reshape(-1), minlength=n_sub * (K + 1))
-        return counts.reshape(n_sub, K + 1)[:, 1:].reshape(-1)
-    keep = c != ignore_index
-    c = c.masked_fill(~keep, 0)
+    shift = ignore_index == -1  # −1 entries are counted one bin below each subspace's codes, then dropped
+    keep = None
+    if ignore_index is not None and not shift:
+        keep = c != ignore_index
+        c = c.masked_fill(~keep, 0)
     lo, hi = torch.stack(torch.aminmax(c)).tolist()
-    if lo < 0 or hi >= K:
-        _out_of_range(lo if lo < 0 else hi, K, ignore_index, name)
-    flat = (c + _offsets(c.device, n_sub, K)).masked_fill(~keep, n_sub * K)
-    return torch.bincount(flat.reshape(-1), minlength=n_sub * K + 1)[: n_sub * K]
+    floor = -1 if shift else 0
+    if lo < floor or hi >= K:
+        _out_of_range(lo if lo < floor else hi, K, ignore_index, name)
+    if keep is not None:
+        flat = (c + _offsets(c.device, n_sub, K)).masked_fill(~keep, n_sub * K)
+        return torch.bincount(flat.reshape(-1), minlength=n_sub * K + 1)[: n_sub * K]
+    if lo >= 0:
+        return torch.bincount((c + _offsets(c.device, n_sub, K)).reshape(-1), minlength=n_sub * K)
+    counts = torch.bincount((c + 1 + _offsets(c.device, n_sub, K + 1)).reshape(-1), minlength=n_sub * (K + 1))
+    return counts.reshape(n_sub, K + 1)[:, 1:].reshape(-1)
 
 
 def _offsets(device, n_sub: int, width: int):
