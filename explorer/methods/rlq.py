@@ -185,6 +185,10 @@ from .pq import subsample
 
 STATES = ("residual", "x")
 """What the networks read at step m (``state``): the residual r_m (default) or the vector x."""
+INITS = ("residual", "joint")
+"""How the codebooks start (``init``): residual k-means (default) or jointly solved from random codes."""
+INIT_ICM_ROUNDS = 3
+"""ICM rounds per alternation of :func:`joint_init`."""
 VALUE_HEADS = ("scalar", "actions")
 """QENet's head (``value_head``): a scalar V(s), or Table 1's fc(7D, K), one Q(s, k) per codeword."""
 
@@ -339,6 +343,23 @@ def icm_refine(X: torch.Tensor, codebooks: torch.Tensor, codes: torch.Tensor, n_
     return codes
 
 
+def joint_init(X: torch.Tensor, n_subspaces: int, n_codewords: int, n_rounds: int, gen: torch.Generator,
+               ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jointly solved additive codebooks (M, K, d) and their codes (n, M), as AQ/LSQ learn them
+    (Martinez et al. 2018, without LSQ's perturbations): codes drawn uniformly from ``gen``, then
+    ``n_rounds`` × (least-squares codebooks for the codes, :func:`solve_codebooks`; ICM codes for
+    the codebooks, :data:`INIT_ICM_ROUNDS` rounds of :func:`icm_refine`), then the codebooks once
+    more. The codes returned are ICM's, not nearest-residual ones: no codebook here is fitted to
+    the residual of the ones before it."""
+    n, d = X.shape
+    codes = torch.randint(0, n_codewords, (n, n_subspaces), generator=gen).to(X.device)
+    C = solve_codebooks(X, codes, torch.zeros((n_subspaces, n_codewords, d), device=X.device), ridge)
+    for _ in range(n_rounds):
+        codes = icm_refine(X, C, codes, INIT_ICM_ROUNDS)
+        C = solve_codebooks(X, codes, C, ridge)
+    return C, codes
+
+
 def residual_kmeans(X: torch.Tensor, n_subspaces: int, n_codewords: int, n_iter: int, gen: torch.Generator,
                     rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual-quantization codebooks (M, K, d) and their greedy codes (n, M): k-means (``n_iter``
@@ -380,7 +401,11 @@ class RLQ(TorchTrainingState, Quantizer):
     dropout : dropout after each layer norm during updates (Table 2: 0.1).
     ppo_epochs : passes over a stage's transitions per updating stage (not in the supplement; 2).
     refine_iters : ICM rounds per refinement (in ``encode`` and in training) when ``refinement``.
-    init_iter : Lloyd iterations per codebook of the residual k-means init.
+    init : how the codebooks start, "residual" (default: residual k-means, RQ's codebooks) or
+        "joint" (least squares and ICM alternated from random codes, :func:`joint_init`, where
+        nearest-residual encoding is far from the best codes and the policy has room to learn);
+        see the module docstring for when each is the better start.
+    init_iter : alternations of the joint init, or Lloyd iterations per codebook of the residual one.
     distance_prior : add −||r − C_m[k]||²/T_m to the policy logits (our choice, see module docs);
         False trains the paper's bare policy head from scratch.
     temperature : T_m relative to RQ's error after step m; lower = greedier sampling (0.005, see
@@ -411,7 +436,7 @@ class RLQ(TorchTrainingState, Quantizer):
 
     name = "rlq"
     supports_checkpoint = True
-    param_choices = {"state": STATES, "value_head": VALUE_HEADS, "layout": ("auto", *LAYOUTS)}
+    param_choices = {"init": INITS, "state": STATES, "value_head": VALUE_HEADS, "layout": ("auto", *LAYOUTS)}
     training_state_keys = ("policy_optimizer", "value_optimizer")  # Adam states; their lr carries the decay
     network_attrs = ("policy_", "value_")
     title = "RL multi-codebook quantization"
@@ -429,6 +454,8 @@ class RLQ(TorchTrainingState, Quantizer):
                const=False),
         Option("--no-advantage-norm", "advantage_norm", "[ablation] no per-minibatch advantage normalisation",
                const=False),
+        Option("--init", "init", "how the codebooks start: residual (default: residual k-means) or joint "
+               "(least squares + ICM from random codes, as AQ/LSQ: room for the policy to beat greedy)", type=str),
         Option("--state", "state", "what the networks read: residual (default, the sequential MDP) or x "
                "(the supplement's input)", type=str),
         Option("--value-head", "value_head", "QENet's head: scalar V(s) (default) or actions, fc(7D, K) as Table 1 "
@@ -441,7 +468,8 @@ class RLQ(TorchTrainingState, Quantizer):
                  return_norm: bool = True, value_correction: bool = True, refinement: bool = True,
                  width: float = 0.5, lr: float = 2e-4, entropy_coef: float = 0.05, decay: float = 0.9999,
                  clip: float = 0.2, grad_clip: float = 0.5, batch_size: int | None = None, dropout: float = 0.1,
-                 ppo_epochs: int = 2, refine_iters: int = 3, init_iter: int = 10, distance_prior: bool = True,
+                 ppo_epochs: int = 2, refine_iters: int = 3, init: str = "residual", init_iter: int = 10,
+                 distance_prior: bool = True,
                  temperature: float = 0.005, references: bool = True, state: str = "residual",
                  value_head: str = "scalar", advantage_norm: bool = True, learn_from_samples: bool = True,
                  log_every: int = 8, layout: str = "auto", ridge: float = 1e-3, max_train_points: int | None = 20000,
@@ -462,6 +490,7 @@ class RLQ(TorchTrainingState, Quantizer):
         self.dropout = dropout
         self.ppo_epochs = ppo_epochs
         self.refine_iters = refine_iters
+        self.init = init
         self.init_iter = init_iter
         self.distance_prior = distance_prior
         self.temperature = temperature
@@ -806,16 +835,25 @@ class RLQ(TorchTrainingState, Quantizer):
 
         resumed = getattr(self, "_resume_state", None) is not None
         if not resumed:  # a resumed fit takes all of this from the checkpoint
-            C, rq_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
+            if self.init == "joint":
+                C, init_codes = joint_init(Xt, M, K, self.init_iter, gen, self.ridge)
+                sequential = self._greedy_tensor(Xt, C)
+            else:  # residual k-means: its codes are the nearest-residual ones
+                C, init_codes = residual_kmeans(Xt, M, K, self.init_iter, gen, rng)
+                sequential = init_codes
             self._set_codebooks(C)
-            rq_err = [(Xt - additive_reconstruct(C[:m + 1], rq_codes[:, :m + 1])).pow(2).sum(1).mean() for m in range(M)]
-            self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in rq_err]
+            # T_m from nearest-residual encoding's mean error after step m on these codebooks
+            seq_err = [(Xt - additive_reconstruct(C[:m + 1], sequential[:, :m + 1])).pow(2).sum(1).mean()
+                       for m in range(M)]
+            self.temperatures_ = [self.temperature * float(e.clamp_min(1e-12)) for e in seq_err]
             self._stage_codebooks = self.codebooks_  # the codebooks training continues from (not the final ones)
-            self._memory = rq_codes  # best codes known per training vector
+            self._memory = init_codes  # best codes known per training vector
             self._alpha = self.entropy_coef if self.entropy else 0.0
             self._ret_std = _RunningStd()
             self.history_ = []
-            run.note("init", f"residual k-means codebooks, error {float(rq_err[-1]):.4g}")
+            init_err = float(((Xt - additive_reconstruct(C, init_codes)) ** 2).sum(1).mean())
+            run.note("init", f"{'jointly solved' if self.init == 'joint' else 'residual k-means'} codebooks, "
+                             f"error {init_err:.4g} (nearest-residual codes {float(seq_err[-1]):.4g})")
         start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's step
         if resumed:  # the stage's codebooks, in the layout solve_codebooks gave them (see column_major)
             C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
