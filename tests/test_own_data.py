@@ -124,3 +124,11 @@ def test_method_help_shows_that_methods_flags_in_groups(capsys):
     text = capsys.readouterr().out
     assert "sscq options:" in text and "--lambda-cd LAMBDA_CD" in text and "--metric {l2,ip,cosine}" in text
     assert "OPT_" not in text
+
+
+def test_a_flag_two_methods_share_lists_each_ones_values_and_meaning(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--init {random,narrow,residual,joint}" in text
+    assert "pq: codebook initialisation" in text and "rlq: how the codebooks start" in text

@@ -79,10 +79,9 @@ class _MethodHelp(argparse.Action):
 
 def _metavar(opt, takers: list[str]) -> str:
     """A metavar a user reads: the allowed values, N for counts, else the parameter's name."""
-    for name in takers:
-        choices = methods.get(name).param_choices.get(opt.param)
-        if choices:
-            return "{" + ",".join(map(str, choices)) + "}"
+    choices = [c for name in takers for c in methods.get(name).param_choices.get(opt.param, ())]
+    if choices:  # every taker's, in order (a shared flag such as --init names different starts per method)
+        return "{" + ",".join(map(str, dict.fromkeys(choices))) + "}"
     return "N" if opt.type is int else opt.param.upper()
 
 
@@ -107,10 +106,12 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, metavar="DEVICE", help="cpu (default), cuda, mps or auto")
     takers: dict[str, list[str]] = {}
     first: dict[str, object] = {}
+    helps: dict[str, dict[str, str]] = {}  # flag → {method: its help}
     for name in methods.available():
         for opt in methods.get(name).cli_options:
             takers.setdefault(opt.flag, []).append(name)
             first.setdefault(opt.flag, opt)
+            helps.setdefault(opt.flag, {})[name] = opt.help
     deep_flags = {o.flag for o in DEEP_OPTIONS}
     deep = sorted({n for f in deep_flags for n in takers.get(f, [])
                    if all(o.flag in {x.flag for x in methods.get(n).cli_options} for o in DEEP_OPTIONS)})
@@ -121,6 +122,8 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
         group = groups.get(title) or groups.setdefault(title, p.add_argument_group(title))
         extra = sorted(set(names) - set(deep)) if flag in deep_flags else []
         help_text = opt.help + (f" (also {', '.join(extra)})" if extra else "")
+        if flag not in deep_flags and len(set(helps[flag].values())) > 1:  # one flag, a different meaning per method
+            help_text = "; ".join(f"{name}: {text}" for name, text in helps[flag].items())
         dest = "opt_" + flag.lstrip("-").replace("-", "_")
         if opt.type is None:
             action = group.add_argument(flag, dest=dest, action="store_const", const=opt.const, default=None, help=help_text)
