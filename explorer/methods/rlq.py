@@ -92,17 +92,19 @@ Where the supplement is silent, our choices:
   ``init="joint"`` codebooks solved jointly as AQ/LSQ do (random codes, then ``init_iter``
   alternations of least squares and ICM, :func:`joint_init`; LSQ's perturbations left out).
   The two starts leave the policy very different room. RQ's codebooks are built for
-  nearest-residual encoding, which stays within ~4% of the refined codes on them; jointly solved ones
-  are not, and nearest-residual encoding's error is then 17–19% above the refined codes' — the room in which the policy
-  learns to beat it on new vectors (see "What the policy learns" below). The residual start
+  nearest-residual encoding, which stays within ~4% of the refined codes on them; jointly solved
+  ones are not, and nearest-residual encoding's error is then 17–19% above the refined codes' —
+  the room in which the policy learns to beat it on new vectors (see "What the policy learns"
+  below). The residual start
   stays the default because it gives the better final codes: on the SIFT-like study below the
   refined codes on the base are 6–9% lower from it, and with K = 256 on few vectors per
   codeword the joint start is poor (synthetic 2,000 × 32, M = 4, K = 256, before any stage: ICM
   codes of new vectors 8.62 from it against 3.84 from residual k-means);
 * ``distance_prior`` (default on): the policy's logits are the block's output plus
-  −||r_m − C_m[k]||² / T_m, T_m = ``temperature`` × RQ's mean error after step m, and the
-  block's last layer starts at zero — so the untrained greedy policy *is* RQ's greedy encoder
-  and RL learns corrections to it. ``temperature`` = 0.005 by default: sampling then stays
+  −||r_m − C_m[k]||² / T_m, T_m = ``temperature`` × nearest-residual encoding's mean error after
+  step m on the initial codebooks (RQ's error, from the residual start), and the
+  block's last layer starts at zero — so the untrained greedy policy *is* nearest-residual
+  encoding and RL learns corrections to it. ``temperature`` = 0.005 by default: sampling then stays
   close to greedy (entropy ≈ 0.02 nats), so a return measures what an action does when the
   later codebooks are chosen nearly greedily, which is how the greedy policy is used. At 0.1
   (our former default) the sampled codes' error is ~45% above greedy's and PPO improves the
@@ -149,9 +151,10 @@ start, seed 0, same setting: ``state="x"`` −0.31% against greedy on the base (
 stage 8), ``value_head="actions"`` −0.16% (in-sample −0.35%): one seed each, no better than the
 default's spread over seeds, so the residual state stays the default for the reason given above.
 A probe outside the method, on the residual start, to ask whether a policy of this shape can
-learn to beat greedy on new vectors there at all: after the 8 stages, the policy blocks were trained by imitation, with
-cross-entropy through the distance-prior logits towards ICM's codes started from the policy's own
-(DAgger-like, 256-vector minibatches, Adam 1e-3), seed 0, M = 8, K = 16. With 4,000 learn
+learn to beat greedy on new vectors there at all: after the 8 stages, the policy blocks were
+trained by imitation, with cross-entropy through the distance-prior logits towards ICM's codes
+started from the policy's own (DAgger-like, 256-vector minibatches, Adam 1e-3), seed 0, M = 8,
+K = 16. With 4,000 learn
 vectors the policy's codes went to −0.88% against greedy in-sample but +0.56% on the base after
 20 epochs (−0.37% after 5); with 16,000 learn vectors (3 RL stages first), −1.20% in-sample and
 −0.39% on the base after 15 epochs, while ICM itself stays −3.3% on both. Even direct supervision
