@@ -400,8 +400,8 @@ def _held_out_check(learn, base, **params):
 def test_on_joint_codebooks_the_trained_policy_beats_greedy_on_held_out_vectors_and_a_zeroed_head_does_not(joint_split):
     """The RL part, held out: on jointly solved codebooks (where nearest-residual encoding is
     far from ICM's codes) the trained policy's own codes beat nearest-residual encoding on
-    vectors the fit never saw; the same model with its policy heads zeroed is nearest-residual
-    encoding again, and lr = 0 trains nothing (the README's study: −3.8% to −4.1%, seeds 0–2)."""
+    vectors the fit never saw; the same model with its policy heads zeroed — what lr = 0 leaves
+    them — is nearest-residual encoding again (the README's study: −3.8% to −4.1%, seeds 0–2)."""
     learn, base = joint_split
     q, trained, greedy, mse = _held_out_check(learn, base)
     assert mse(q.encode(base)) < 0.95 * greedy  # ICM: the room the policy has
@@ -411,8 +411,7 @@ def test_on_joint_codebooks_the_trained_policy_beats_greedy_on_held_out_vectors_
             block.head.weight.zero_()
             block.head.bias.zero_()
     np.testing.assert_array_equal(q.policy_codes(base), q.greedy_codes(base))
-    _, frozen, frozen_greedy, _ = _held_out_check(learn, base, lr=0.0)
-    assert frozen == frozen_greedy and trained < frozen_greedy
+    # lr = 0 leaves the heads at zero (test_the_updating_stage_...), i.e. this nearest-residual encoding
 
 
 def test_joint_init_leaves_greedy_far_from_icm_and_residual_init_gives_nearest_residual_codes(small):
