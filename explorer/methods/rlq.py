@@ -872,9 +872,12 @@ class RLQ(TorchTrainingState, Quantizer):
             self._alpha = self.entropy_coef if self.entropy else 0.0
             self._ret_std = _RunningStd()
             self.history_ = []
-            init_err = float(((Xt - additive_reconstruct(C, init_codes)) ** 2).sum(1).mean())
-            run.note("init", f"{'jointly solved' if self.init == 'joint' else 'residual k-means'} codebooks, "
-                             f"error {init_err:.4g} (nearest-residual codes {float(seq_err[-1]):.4g})")
+            if self.init == "joint":  # its codes are ICM's, not the nearest-residual ones of seq_err
+                init_err = float(((Xt - additive_reconstruct(C, init_codes)) ** 2).sum(1).mean())
+                run.note("init", f"jointly solved codebooks, error {init_err:.4g} "
+                                 f"(nearest-residual codes {float(seq_err[-1]):.4g})")
+            else:
+                run.note("init", f"residual k-means codebooks, error {float(seq_err[-1]):.4g}")
         start = self._start_training(policy_optimizer=opt_pi, value_optimizer=opt_v)  # 0, or the checkpoint's step
         if resumed:  # the stage's codebooks, in the layout solve_codebooks gave them (see column_major)
             C = column_major(torch.tensor(self._stage_codebooks, dtype=torch.float32, device=self._device))
