@@ -47,8 +47,11 @@ class EventLog:
     The path is checked when the log is made (so a bad path fails before training, naming it);
     the file is created at the first event (a command that fails before training leaves none),
     and closed at each run's end (``FitFinished``/``FitFailed``); a later event reopens it.
-    ``close()`` closes it early; the log is also a context manager.
+    ``close()`` closes it early; the log is also a context manager. A log asks fits for the final
+    metrics of ``FitFinished`` (``final_metrics``): whoever reads it elsewhere cannot compute them.
     """
+
+    final_metrics = True
 
     def __init__(self, path: str | os.PathLike, *, sample_every: int = 0) -> None:
         self.path = Path(path)
@@ -101,6 +104,8 @@ class EventLogDir:
     """Callback writing each run it sees to its own :class:`EventLog` in ``directory`` (a sweep's
     runs, or a dashboard's successive fits): ``<method>-M<M>-K<K>.jsonl``, with ``-2``, ``-3`` ...
     when that name is taken. The folder is created if missing. ``paths`` lists the logs written."""
+
+    final_metrics = True  # as EventLog
 
     def __init__(self, directory: str | os.PathLike, *, sample_every: int = 0) -> None:
         self.directory = Path(directory)  # created at the first run

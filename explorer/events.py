@@ -7,7 +7,10 @@ end after the current step; another thread can do the same through a :class:`Sto
 
 Payloads are plain floats, dicts and small numpy arrays, so ``event.to_dict()`` is JSON-ready.
 Heavy payloads (the sub-vector sample for embedding views) are built only when a subscriber
-asks for them by carrying a ``sample_every`` attribute (in steps).
+asks for them by carrying a ``sample_every`` attribute (in steps); so are the final metrics of
+:class:`FitFinished` (an extra pass over the training set), for a subscriber whose
+``final_metrics`` attribute is true (an :class:`EventLog`, whose reader may be on another machine;
+``Recorder(final_metrics=True)``).
 """
 from __future__ import annotations
 
@@ -213,7 +216,12 @@ class Note(_Event):
 
 @dataclass(frozen=True)
 class FitFinished(_Event):
-    """Training ended normally or by a stop request; the model is usable either way."""
+    """Training ended normally or by a stop request; the model is usable either way.
+
+    ``metrics``: the method's final figures (``{"distortion": mean squared error of the training
+    set X with the final codebooks}`` for most) when a subscriber asked for them with a true
+    ``final_metrics`` attribute; otherwise ``{}``, and the fit pays no extra pass over X.
+    """
 
     steps: int
     stopped: bool
@@ -256,9 +264,11 @@ class StopSignal:
 class Recorder:
     """Keeps the run's events: the last ``max_steps`` steps (a ring buffer), plus the start,
     the notes (last ``max_notes``) and the end. Memory stays bounded however long training runs.
+    ``final_metrics``: ask fits for :class:`FitFinished`'s metrics (one more pass over X).
     """
 
-    def __init__(self, max_steps: int = 1000, max_notes: int = 100) -> None:
+    def __init__(self, max_steps: int = 1000, max_notes: int = 100, *, final_metrics: bool = False) -> None:
+        self.final_metrics = bool(final_metrics)  # ask fits for FitFinished.metrics (one more pass over X)
         self.started: FitStarted | None = None
         self.steps: collections.deque[Step] = collections.deque(maxlen=max_steps)
         self.notes: collections.deque[Note] = collections.deque(maxlen=max_notes)
@@ -349,6 +359,7 @@ class TrainingRun:
         periods = [int(getattr(cb, "sample_every", 0) or 0) for cb in self.callbacks]
         periods = [p for p in periods if p > 0]
         self.sample_every = min(periods) if periods else 0
+        self.final_metrics = any(bool(getattr(cb, "final_metrics", False)) for cb in self.callbacks)
 
     def emit(self, event) -> None:
         for cb in self.callbacks:

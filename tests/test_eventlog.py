@@ -37,6 +37,7 @@ def test_a_log_reads_back_as_the_events_the_run_emitted(tmp_path, digits):
     assert isinstance(steps[0].usage, np.ndarray) and steps[0].usage.dtype == np.int64
     assert steps[0].sample is None and steps[1].sample is not None  # samples only at the log's sample_every
     assert steps[1].sample.codebooks.shape == (4, 16, 16)
+    assert back[-1].metrics["distortion"] > 0  # a log asks for the final metrics: its reader cannot compute them
 
 
 def test_every_line_is_strict_json_with_kind_first_and_wall_time(tmp_path, digits):
@@ -146,6 +147,7 @@ def test_an_event_log_dir_writes_one_log_per_run(tmp_path, digits):
         methods.create("pq", n_subspaces=M, n_codewords=16, n_iter=2).fit(digits.base, callbacks=[logs])
     assert [p.name for p in logs.paths] == ["pq-M2-K16.jsonl", "pq-M4-K16.jsonl", "pq-M4-K16-2.jsonl"]
     assert all(isinstance(list(read_events(p))[-1], FitFinished) for p in logs.paths)
+    assert all(list(read_events(p))[-1].metrics["distortion"] > 0 for p in logs.paths)
 
 
 def test_a_log_replays_into_the_recorder_of_the_live_run(tmp_path, digits):

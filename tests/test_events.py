@@ -26,8 +26,19 @@ def test_a_fit_emits_start_steps_finish_with_documented_fields(digits):
         assert s.soft_hard is None  # PQ has no soft codes
         assert s.sample is None  # nobody asked for samples
     assert seen[-1].steps == 6 and not seen[-1].stopped
-    assert seen[-1].metrics["distortion"] > 0
+    assert seen[-1].metrics == {}  # nobody asked for the final metrics: no extra pass over X
     json.dumps([e.to_dict() for e in seen])  # every event is JSON-ready
+
+
+def test_final_metrics_only_when_a_subscriber_asks_and_then_the_final_codebooks_distortion(digits):
+    asked, plain = Recorder(final_metrics=True), Recorder()
+    model = create("pq", n_subspaces=8, n_codewords=32, n_iter=6).fit(digits.base, callbacks=[asked, plain])
+    assert asked.finished is plain.finished  # one event for both subscribers...
+    assert asked.finished.metrics["distortion"] == pytest.approx(model.embedding_distortion(digits.base), rel=1e-6)
+    assert asked.finished.metrics["distortion"] < asked.steps[0].loss  # ...with the trained codebooks
+    alone = Recorder()
+    create("pq", n_subspaces=8, n_codewords=32, n_iter=6).fit(digits.base, callbacks=[alone])
+    assert alone.finished.metrics == {}
 
 
 def test_samples_only_when_a_subscriber_asks(digits):

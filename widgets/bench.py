@@ -7,9 +7,9 @@ Printed as one JSON object:
                        second of that fit;
   training_slowdown    fit time with the views / the same fit observed by a Recorder alone
                        (medians of interleaved repeats). Both fits are observed, so both pay
-                       for what any observed fit pays (events, the final distortion in
-                       ``FitFinished``; ``hook_overhead`` measures that against no callback at
-                       all): the ratio is what the views add.
+                       for what any observed fit pays (the events; ``hook_overhead`` measures
+                       that against no callback at all; neither asks for ``FitFinished``'s
+                       final metrics): the ratio is what the views add.
 No browser is attached: each redraw builds and serialises the widget messages as in a kernel,
 their delivery to a front end is not timed.
 """

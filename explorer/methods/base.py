@@ -231,9 +231,9 @@ class Quantizer:
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_steps_ = run.steps
         self.stopped_ = run.stopped
-        if run.observed:
+        if run.observed:  # the final metrics cost one more pass over X: only when a subscriber asked
             run.emit(FitFinished(steps=run.steps, stopped=run.stopped, seconds=self.fit_seconds_,
-                                 metrics=self._final_metrics(X, y)))
+                                 metrics=self._final_metrics(X, y) if run.final_metrics else {}))
         self._run = None  # it holds the callbacks (locks, widgets): not part of a fitted, picklable model
         return self
 
@@ -280,6 +280,8 @@ class Quantizer:
         raise NotImplementedError(f"{type(self).__name__} must implement _fit")  # pragma: no cover
 
     def _final_metrics(self, X: np.ndarray, y: np.ndarray | None) -> dict:
+        """``FitFinished.metrics`` when a subscriber asked for them: the distortion of X with the
+        final codebooks (one encoding pass over X, as long as one training iteration or more)."""
         codes = self.encode(X)
         return {"distortion": self.embedding_distortion(X, codes)}
 
