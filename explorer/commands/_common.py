@@ -104,26 +104,22 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iters", type=int, default=None, dest="n_iter", metavar="N", help="training iterations (PQ, OPQ, RLQ stages)")
     g.add_argument("--epochs", type=int, default=None, metavar="N", help="training epochs (deep methods)")
     g.add_argument("--device", default=None, metavar="DEVICE", help="cpu (default), cuda, mps or auto")
-    takers: dict[str, list[str]] = {}
-    first: dict[str, object] = {}
-    helps: dict[str, dict[str, str]] = {}  # flag → {method: its help}
+    by_flag: dict[str, dict[str, object]] = {}  # flag → {method taking it: its Option}, in registry order
     for name in methods.available():
         for opt in methods.get(name).cli_options:
-            takers.setdefault(opt.flag, []).append(name)
-            first.setdefault(opt.flag, opt)
-            helps.setdefault(opt.flag, {})[name] = opt.help
+            by_flag.setdefault(opt.flag, {})[name] = opt
     deep_flags = {o.flag for o in DEEP_OPTIONS}
-    deep = sorted({n for f in deep_flags for n in takers.get(f, [])
+    deep = sorted({n for f in deep_flags for n in by_flag.get(f, {})
                    if all(o.flag in {x.flag for x in methods.get(n).cli_options} for o in DEEP_OPTIONS)})
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for flag, opt in first.items():
-        names = takers[flag]
+    for flag, options in by_flag.items():
+        names, opt = list(options), next(iter(options.values()))
         title = (f"deep methods ({', '.join(deep)})" if flag in deep_flags else f"{' and '.join(names)} options")
         group = groups.get(title) or groups.setdefault(title, p.add_argument_group(title))
         extra = sorted(set(names) - set(deep)) if flag in deep_flags else []
         help_text = opt.help + (f" (also {', '.join(extra)})" if extra else "")
-        if flag not in deep_flags and len(set(helps[flag].values())) > 1:  # one flag, a different meaning per method
-            help_text = "; ".join(f"{name}: {text}" for name, text in helps[flag].items())
+        if flag not in deep_flags and len({o.help for o in options.values()}) > 1:  # one flag, a meaning per method
+            help_text = "; ".join(f"{name}: {o.help}" for name, o in options.items())
         dest = "opt_" + flag.lstrip("-").replace("-", "_")
         if opt.type is None:
             action = group.add_argument(flag, dest=dest, action="store_const", const=opt.const, default=None, help=help_text)
