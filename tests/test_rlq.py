@@ -228,7 +228,6 @@ def _captured_updates(monkeypatch, X, **params):
 
     monkeypatch.setattr(RLQ, "_ppo_update", spy)
     q = RLQ(2, 16, n_iter=2, references=False, log_every=0, **params).fit(X)
-    monkeypatch.undo()
     return q, seen
 
 
@@ -414,7 +413,7 @@ def test_on_joint_codebooks_the_trained_policy_beats_greedy_on_held_out_vectors_
     # lr = 0 leaves the heads at zero (test_the_updating_stage_...), i.e. this nearest-residual encoding
 
 
-def test_joint_init_leaves_greedy_far_from_icm_and_residual_init_gives_nearest_residual_codes(small):
+def test_joint_init_leaves_greedy_far_from_icm_and_residual_init_gives_nearest_residual_codes(small, monkeypatch):
     """``init`` changes what it says: residual k-means codes are the nearest-residual ones (the
     policy's start is already RQ's encoder), jointly solved codebooks start from ICM codes and
     leave nearest-residual encoding far above them."""
@@ -426,12 +425,9 @@ def test_joint_init_leaves_greedy_far_from_icm_and_residual_init_gives_nearest_r
         seen.setdefault(self.init, (C.clone(), candidates[0].clone()))
         return original(self, X_, C, candidates)
 
-    RLQ._best_codes = spy
-    try:
-        for init in ("residual", "joint"):
-            RLQ(3, 16, n_iter=1, init=init, references=False, log_every=0).fit(small.base)
-    finally:
-        RLQ._best_codes = original
+    monkeypatch.setattr(RLQ, "_best_codes", spy)
+    for init in ("residual", "joint"):
+        RLQ(3, 16, n_iter=1, init=init, references=False, log_every=0).fit(small.base)
     err = lambda C, codes: float(((X - additive_reconstruct(C, codes)) ** 2).sum(1).mean())  # noqa: E731
     C, codes = seen["residual"]
     np.testing.assert_array_equal(codes, RLQ._greedy_tensor(X, C))
