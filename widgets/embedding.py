@@ -5,9 +5,12 @@ Input is a :class:`explorer.events.EmbeddingSample` (subvectors (M, s, ds), code
 codebooks (M, K, ds)) that training builds only every ``sample_every`` steps, because this view
 asks for it. t-SNE has no out-of-sample transform, so the sample's sub-vectors and the codewords
 in use are embedded together; unused codewords are left out (they would crowd the picture and
-t-SNE's cost grows with the point count). The projection runs in a background thread, at most
-once per ``interval`` seconds; the last picture stays up while the next one computes. UMAP
-(umap-learn) is imported only when chosen: its first import takes about ten seconds.
+t-SNE's cost grows with the point count). In the background (live dashboards) a thread hands
+each projection to a worker process of its own at the lowest priority
+(:class:`explorer.projection.ProjectionProcess`, shared by every view), at most once per
+``interval`` seconds, so training does not slow down for it; the last picture stays up while the
+next one computes. UMAP (umap-learn) is imported only when chosen: its first import takes about
+ten seconds.
 """
 from __future__ import annotations
 
@@ -18,38 +21,18 @@ import time
 import ipywidgets as ipw
 import numpy as np
 
+from explorer.projection import ALGORITHMS, project, shared_process
+
 from ._view import View
-
-ALGORITHMS = ("t-SNE", "UMAP")
-
-
-def project(points: np.ndarray, algorithm: str = "t-SNE", random_state: int = 0) -> np.ndarray:
-    """(n, 2) float coordinates of ``points`` (n, ds) by t-SNE (scikit-learn) or UMAP (umap-learn)."""
-    points = np.asarray(points, dtype=np.float32)
-    n, ds = points.shape
-    if n < 4 or ds <= 2:  # nothing to reduce (or too few points for a neighbourhood graph)
-        out = np.zeros((n, 2), dtype=np.float32)
-        out[:, :min(ds, 2)] = points[:, :2]
-        return out
-    if algorithm == "UMAP":
-        import umap  # lazy: ~10 s on first import
-        return umap.UMAP(n_neighbors=min(15, n - 1), random_state=random_state, n_jobs=1).fit_transform(points)
-    if algorithm != "t-SNE":
-        raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
-    from sklearn.manifold import TSNE
-    # Jitter breaks ties between identical sub-vectors (digits' blank border pixels), which
-    # otherwise sit at distance zero and slow t-SNE's gradient down for nothing.
-    jitter = np.random.default_rng(random_state).normal(scale=1e-4 * (points.std() + 1e-6), size=points.shape)
-    return TSNE(n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", learning_rate="auto",
-                max_iter=500, random_state=random_state).fit_transform(points + jitter.astype(np.float32))
 
 
 class EmbeddingView(View):
     """Trace 0: the sample's sub-vectors (colour = codeword); trace 1: codewords in use.
 
     sample_every: steps between samples requested from training. interval: seconds at least
-    between two projections. background: project in a thread (live dashboards) or in the
-    caller's thread (notebooks under nbval, tests: deterministic).
+    between two projections. background: project in a low-priority worker process, waited for
+    in a thread (live dashboards), or in the caller's thread (notebooks under nbval, tests:
+    deterministic).
     """
 
     title = "Subspace embedding"
@@ -155,7 +138,8 @@ class EmbeddingView(View):
             codes = np.asarray(sample.codes)[:, m]
             used = np.unique(codes)
             cw = np.asarray(sample.codebooks[m])[used]
-            xy = project(np.vstack([pts, cw]), algorithm)
+            points = np.vstack([pts, cw])
+            xy = shared_process().project(points, algorithm) if self.background else project(points, algorithm)
             self.picture = {"run": run, "step": step, "subspace": m, "algorithm": algorithm, "points": xy[:len(pts)],
                             "codes": codes, "codewords": xy[len(pts):], "used": used}
             self.error = None
