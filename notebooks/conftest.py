@@ -17,7 +17,14 @@ def chromium() -> str | None:
     return DEFAULT_CHROMIUM if os.path.exists(DEFAULT_CHROMIUM) else shutil.which("chromium")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        if path.suffix == ".ipynb":
+            # A notebook's cells run in order in one kernel: under pytest-xdist (README's test
+            # command: -n 2 --dist loadgroup) they must all go to the same worker.
+            item.add_marker(pytest.mark.xdist_group(path.name))
     if chromium() or os.environ.get("PQX_REQUIRE_BROWSER") == "1":
         return
     for item in items:
