@@ -104,7 +104,8 @@ class Dashboard:
     n_queries / seed: held-out queries for recall and the seed of split and training.
     references: draw faiss PQ/OPQ reference curves (trained once per dataset and K, after the first
         fit); a dict {"pq": (M, ...), "opq": (M, ...)} picks the points (default explorer.sweep.DASHBOARD_REFERENCES).
-    background_embedding: project embedding samples in a thread (False: in the training thread).
+    background_embedding: project embedding samples in a low-priority worker process (False: in the
+        training thread).
     """
 
     def __init__(self, method: str = "pq", data="digits", *, pace: float = 0.0, interval: float = 0.15,
