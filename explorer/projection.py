@@ -27,6 +27,11 @@ import numpy as np
 ALGORITHMS = ("t-SNE", "UMAP")
 
 
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+
+
 def project(points: np.ndarray, algorithm: str = "t-SNE", random_state: int = 0) -> np.ndarray:
     """Return (n, 2) float coordinates of ``points`` (n, ds) by t-SNE (scikit-learn) or UMAP (umap-learn).
 
@@ -35,8 +40,7 @@ def project(points: np.ndarray, algorithm: str = "t-SNE", random_state: int = 0)
     jitter first separates identical points. UMAP: 15 neighbours (fewer for tiny n); it is
     imported only when chosen, since its first import compiles with numba (~10 s).
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    _check_algorithm(algorithm)
     points = np.asarray(points, dtype=np.float32)
     n, ds = points.shape
     if n < 4 or ds <= 2:  # nothing to reduce (or too few points for a neighbourhood graph)
@@ -87,8 +91,7 @@ class ProjectionProcess:
 
     def project(self, points: np.ndarray, algorithm: str = "t-SNE", random_state: int = 0) -> np.ndarray:
         """Return :func:`project` of the same arguments, computed by the worker process."""
-        if algorithm not in ALGORITHMS:  # refused here, before a request is sent
-            raise ValueError(f"algorithm={algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+        _check_algorithm(algorithm)  # refused here, before a request is sent
         points = np.ascontiguousarray(points, dtype=np.float32)
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
