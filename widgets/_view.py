@@ -130,8 +130,21 @@ def _serialise_frontend_updates(figure: go.FigureWidget, lock: threading.RLock) 
     figure.set_state = set_state
 
 
+PAGE_WAIT = 5.0
+"""Seconds a live redraw waits, at most, for the page to draw the previous update (see
+:meth:`View.page_behind`); after that it sends anyway (a page that was closed answers nothing)."""
+
+
 class View:
-    """One view: ``figure`` (a ``go.FigureWidget`` built once), ``widget`` (what to display)."""
+    """One view: ``figure`` (a ``go.FigureWidget`` built once), ``widget`` (what to display).
+
+    Live redraws wait for the page: plotly's page answers each update it has drawn with the
+    figure's trace deltas. A view whose figure a page has answered at least once sends its next
+    live update only after that page drew the last one (:meth:`page_behind`), so a slow browser
+    is sent fewer updates instead of a growing queue of them. Without that, software-rendered
+    Chromium here fell a minute behind a paced run: bars and status lines showed steps long
+    past, and Stop's final line came 45 s late.
+    """
 
     title = ""
 
@@ -139,6 +152,20 @@ class View:
         self.figure = go.FigureWidget()
         self._lock = threading.RLock()
         _serialise_frontend_updates(self.figure, self._lock)
+        self._page_answers = 0  # updates a page has answered (drawn): 0 = no page shows this figure
+        self._sent_at = 0.0
+        self.figure.observe(self._page_answered, names="_js2py_traceDeltas")
+
+    def _page_answered(self, change) -> None:
+        if change["new"]:  # plotly resets the trait to None once it has read the answer
+            self._page_answers += 1
+
+    def page_behind(self) -> bool:
+        """True while a page showing this figure has not drawn the last update sent to it, for up
+        to :data:`PAGE_WAIT` seconds after sending. False where no page ever answered (tests,
+        nbval, a view not displayed): there is nothing to wait for."""
+        return (self._page_answers > 0 and bool(getattr(self.figure, "_trace_edit_in_process", False))
+                and time.monotonic() - self._sent_at < PAGE_WAIT)
 
     # ---------------------------------------------------------------- event intake
     def observe(self, event) -> None:
@@ -166,9 +193,16 @@ class View:
         self.redraw()
         return self
 
-    def redraw(self) -> None:
-        with self._lock, self.figure.batch_update():
-            self._draw()
+    def redraw(self, live: bool = False) -> bool:
+        """Push the recorded state to the figure (one message). ``live``: skip it while the page
+        is behind (:meth:`page_behind`) and return False; the caller redraws again later."""
+        with self._lock:
+            if live and self.page_behind():
+                return False
+            with self.figure.batch_update():
+                self._draw()
+            self._sent_at = time.monotonic()
+            return True
 
     # ---------------------------------------------------------------- hooks for subclasses
     def on_started(self, event: FitStarted) -> None:
@@ -251,11 +285,12 @@ class watch:
             self._drawer = threading.Thread(target=self._draw_loop, daemon=True, name="pqx-views-drawer")
             self._drawer.start()
 
-    def _draw_all(self, event=None) -> None:
+    def _draw_all(self, event=None, live: bool = False) -> bool:
+        """Redraw every view; ``live``: views whose page is behind are skipped. Returns True when
+        every view was drawn."""
         with self._draw_lock:
             self.redraws += 1
-            for view in self.views:
-                view.redraw()
+            return all([view.redraw(live=True) if live else view.redraw() is not False for view in self.views])
 
     def __call__(self, event) -> None:
         for view in self.views:
@@ -274,7 +309,8 @@ class watch:
             if not self._dirty.wait(1.0):
                 continue
             self._dirty.clear()
-            self._draw_all()
+            if not self._draw_all(live=True):
+                self._dirty.set()  # a page was behind: its view is drawn on a later pass
             time.sleep(self.interval)
 
     def close(self) -> None:

@@ -87,14 +87,14 @@ class EmbeddingView(View):
     def on_finished(self, event) -> None:
         self._final = True
 
-    def redraw(self) -> None:
+    def redraw(self, live: bool = False) -> bool:
         """Start a projection of the newest sample when due (throttled), and draw the last picture."""
         final, self._final = self._final, False
         self._final_seen = final
         due = time.monotonic() - self._last_start >= self.interval
         if self.sample is not None and (due or final) and self._is_new():
             self._launch(wait=final)
-        super().redraw()
+        return super().redraw(live=live)
 
     def refresh(self) -> None:
         """Recompute now from the newest sample (after the subspace or algorithm changed)."""

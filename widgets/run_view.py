@@ -19,7 +19,7 @@ import time
 import ipywidgets as ipw
 import numpy as np
 
-from explorer.events import FitFailed, FitFinished, FitStarted, Step
+from explorer.events import FitFailed, FitFinished, FitStarted, Step, Throttle
 from explorer.eventlog import EventLogReader
 
 from ._view import watch
@@ -63,6 +63,7 @@ class RunView:
         self.last_step: Step | None = None
         self.finished = None
         self._watch = watch(*self.views.values(), interval=interval, background=background_redraw)
+        self._status = Throttle(self._say_step, interval=interval)
         self.callback = self._make_callback()
         """Pass it to a :class:`~explorer.monitor.CodebookMonitor` or ``fit(..., callbacks=[view.callback])``."""
         self.source = None if source is None else os.fspath(source)
@@ -83,9 +84,9 @@ class RunView:
 
     def _on_event(self, event) -> None:
         self._watch(event)
+        self._status(event)  # a step's line at most once per interval: every message goes to the page
         if isinstance(event, Step):
             self.last_step = event
-            self._say(self._step_text(event))
         elif isinstance(event, FitStarted):
             self.finished = None
             self._say(f"Run {event.method!r} started: M={event.n_subspaces}, K={event.n_codewords}.")
@@ -183,6 +184,10 @@ class RunView:
             return f"Run failed after {event.steps} steps: {event.error}"
         verb = "stopped" if event.stopped else "finished"
         return f"Run {verb} after {event.steps} steps ({event.seconds:.1f} s)."
+
+    def _say_step(self, event) -> None:
+        if isinstance(event, Step):
+            self._say(self._step_text(event))
 
     def _say(self, text: str) -> None:
         self.status_text = text

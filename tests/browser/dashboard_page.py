@@ -14,6 +14,60 @@ LIVE_ITERATIONS = 1000  # the live run of start_and_watch, long enough that Stop
 STATUS_JS = "() => { const s = document.querySelector('.pqx-status'); return s ? s.innerText : ''; }"
 
 
+def record_console(page, path) -> None:
+    """Append the page's console messages and uncaught errors to ``path`` (a test artifact): when
+    a live view stops moving, what the front end said is the first thing to read."""
+    def write(line: str) -> None:
+        with open(path, "a") as fh:
+            fh.write(line.rstrip() + "\n")
+
+    page.on("console", lambda msg: write(f"[{msg.type}] {msg.text}"))
+    page.on("pageerror", lambda err: write(f"[pageerror] {err}"))
+
+
+KERNEL_EXEC_JS = """async (code) => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  if (!kernel) return '(no JupyterLab kernel on this page)';
+  const out = [];
+  const future = kernel.requestExecute({code, silent: false, store_history: false});
+  future.onIOPub = (msg) => {
+    if (msg.header.msg_type === 'stream') out.push(msg.content.text);
+    if (msg.header.msg_type === 'error') out.push(msg.content.ename + ': ' + msg.content.evalue);
+  };
+  await future.done;
+  return out.join('');
+}"""
+# What the kernel's dashboard (the tour's ``dash``) holds, to set beside what the page shows.
+DASHBOARD_STATE_PY = """
+import threading
+_f = dash.usage.figure
+print('kernel: bars sum', sum(_f.data[0].y), 'first', list(_f.data[0].y[:8]))
+print('kernel: edit ids trace/layout', _f._last_trace_edit_id, _f._last_layout_edit_id,
+      'in process', _f._trace_edit_in_process, _f._layout_edit_in_process, 'waiting', len(_f._waiting_edit_callbacks))
+print('kernel: redraws', dash.run._watch.redraws, 'last step', getattr(dash._last_step, 'step', None))
+print('kernel: threads', sorted(t.name for t in threading.enumerate()))
+"""
+PAGE_STATE_JS = """() => {
+  const plots = document.querySelectorAll('.pqx-usage .js-plotly-plot');
+  const b = plots.length ? plots[0].data[0].y : null;
+  return 'page: usage plots ' + plots.length + ', bars sum ' + (b ? Array.from(b).reduce((x, y) => x + y, 0) : null)
+         + ', first ' + (b ? JSON.stringify(Array.from(b).slice(0, 8)) : null)
+         + ', status ' + JSON.stringify((document.querySelector('.pqx-status') || {}).innerText);
+}"""
+
+
+def live_state(page) -> str:
+    """The page's usage bars and status beside the kernel's figure, edit ids, redraw count and
+    threads (JupyterLab only: the kernel is asked through the page's own kernel connection)."""
+    lines = [page.evaluate(PAGE_STATE_JS)]
+    try:
+        lines.append(page.evaluate(KERNEL_EXEC_JS, DASHBOARD_STATE_PY))
+    except Exception as exc:  # Voila has no jupyterapp; a page that is gone answers nothing
+        lines.append(f"(kernel not asked: {exc})")
+    return "\n".join(lines)
+
+
 def run_notebook_in_lab(page, url: str, token: str, notebook: str) -> None:
     """Open ``notebook`` in JupyterLab, wait for its kernel and run all its cells (JupyterLab's own command)."""
     page.goto(f"{url}/lab/tree/{notebook}?token={token}")
@@ -79,9 +133,11 @@ def start_and_watch(page, artifacts, name: str) -> None:
 
     Screenshots go to ``artifacts``. The run is made long (1,000 paced iterations, ~5 minutes) by
     typing in the iterations field as a person would, so Stop always lands while it is training.
-    The waits are long too: on an idle 2-core machine, software-rendered Chromium has taken 20 s to
-    show the first live steps and 45 s from Stop to the final status line (measured here); what is
-    tested is that the bars move and Stop stops them, not how fast.
+    The waits are generous: what is tested is that the bars move and Stop stops them, not how
+    fast. Before live redraws waited for the page (``View.page_behind``), software-rendered
+    Chromium here fell ever further behind the kernel's updates: 12 s to the first moved bars,
+    38 s to a later step, 45 s from Stop to the final line, and in some runs no moved bars within
+    60 s. With it: 1.2 s, 6 s and 0.6 s (JupyterLab, idle 2-core machine).
     """
     steps = page.locator(".pqx-dashboard .widget-text", has_text="iterations").locator("input")
     steps.fill(str(LIVE_ITERATIONS))
@@ -91,7 +147,12 @@ def start_and_watch(page, artifacts, name: str) -> None:
     page.locator(".pqx-dashboard button", has_text="Start").click()
     wait_status(page, "Training pq: step", 60_000)
     assert f"/{LIVE_ITERATIONS}" in status(page)
-    first = wait_bars_change(page, before, 60_000)  # the live run's first drawn step
+    try:
+        first = wait_bars_change(page, before, 60_000)  # the live run's first drawn step
+    except Exception as exc:
+        state = live_state(page)
+        (artifacts / f"{name}-frozen-state.txt").write_text(state)
+        raise AssertionError(f"the live bars did not move in 60 s:\n{state}") from exc
     # the same training vectors, moved between codewords
     assert first != before and sum(first) == sum(before), (sum(first), sum(before), status(page))
     # ...and training goes on live: a later step is reported (k-means on digits settles within
