@@ -96,10 +96,11 @@ def _timed(fn: Callable) -> float:
 
 
 def pq_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_codewords: int = 256,
-                repeats: int = 3, n_queries: int = 1000, k: int = 100, device: str = "cpu") -> dict:
+                repeats: int = 3, n_queries: int = 1000, k: int = 100, device: str = "cpu", n_iter: int = 25) -> dict:
     """Fit-time, encode- and search-throughput ratios of our PQ against faiss ``IndexPQ`` (medians
     over ``repeats`` interleaved runs; each side searches its own codes with its own codebooks),
     and nanopq's against faiss when nanopq is installed (one run: it is several times slower).
+    Every fit runs ``n_iter`` Lloyd iterations (25, faiss's default; fewer only for ``quick``).
     Returns {"fit_ratio", "encode_ratio", "search_ratio", "nanopq": {...} or None, raw seconds}."""
     import faiss
     X = _synthetic(n + n_queries, d)
@@ -108,10 +109,10 @@ def pq_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_codewor
     t = {key: [] for key in ("ours_fit", "faiss_fit", "ours_enc", "faiss_enc", "ours_search", "faiss_search")}
     for rep in range(repeats):
         index = faiss.IndexPQ(d, n_subspaces, nbits)
-        index.pq.cp.niter = 25
+        index.pq.cp.niter = n_iter
         index.pq.cp.seed = rep
         t["faiss_fit"].append(_timed(lambda: index.train(X)))
-        pq = methods.create("pq", n_subspaces=n_subspaces, n_codewords=n_codewords, n_iter=25, random_state=rep,
+        pq = methods.create("pq", n_subspaces=n_subspaces, n_codewords=n_codewords, n_iter=n_iter, random_state=rep,
                             device=device)
         t["ours_fit"].append(_timed(lambda: pq.fit(X)))
         faiss_codes, codes = [], []
@@ -125,11 +126,13 @@ def pq_vs_faiss(n: int = 100_000, d: int = 128, n_subspaces: int = 16, n_codewor
            "search_ratio": med["faiss_search"] / med["ours_search"],
            **{f"{key}_s": v for key, v in med.items()}, "n": n, "d": d, "M": n_subspaces, "K": n_codewords,
            "n_queries": n_queries, "k": k, "repeats": repeats, "device": device}
-    out["nanopq"] = _nanopq_vs_faiss(X, Q, n_subspaces, n_codewords, k, med)
+    out["n_iter"] = n_iter
+    out["nanopq"] = _nanopq_vs_faiss(X, Q, n_subspaces, n_codewords, k, med, n_iter)
     return out
 
 
-def _nanopq_vs_faiss(X: np.ndarray, Q: np.ndarray, n_subspaces: int, n_codewords: int, k: int, faiss_s: dict):
+def _nanopq_vs_faiss(X: np.ndarray, Q: np.ndarray, n_subspaces: int, n_codewords: int, k: int, faiss_s: dict,
+                     n_iter: int = 25):
     """nanopq's fit time / faiss's and its encode and search throughputs / faiss's, one run each,
     on the training size faiss uses (256·K rows) and the first 100 queries; None without nanopq."""
     try:
@@ -138,7 +141,7 @@ def _nanopq_vs_faiss(X: np.ndarray, Q: np.ndarray, n_subspaces: int, n_codewords
         return None
     train = X[:256 * n_codewords]
     pq = nanopq.PQ(M=n_subspaces, Ks=n_codewords, verbose=False)
-    fit_s = _timed(lambda: pq.fit(train, iter=25, seed=0))
+    fit_s = _timed(lambda: pq.fit(train, iter=n_iter, seed=0))
     codes = []
     enc_s = _timed(lambda: codes.append(pq.encode(X)))
     nq = min(100, len(Q))
@@ -202,7 +205,8 @@ def blas_info() -> list[dict]:
 
 def hook_overhead(repeats: int = 21) -> dict:
     """Fit time with a :class:`Recorder` / without callbacks: PQ M=8, K=256 on digits, after one
-    warm-up fit; the median over ``repeats`` interleaved pairs of each pair's ratio. A fit takes
+    warm-up fit; the median over ``repeats`` interleaved pairs of each pair's ratio (the order
+    within a pair alternates). A fit takes
     ~0.1 s, so a load that comes and goes moves single fits by more than the target's 3%: a
     ratio within each pair, timed back to back, cancels most of it (the ratio of the two medians,
     measured here too, swung from 1.01 to 1.16 between two 9-pair runs on 2 busy cores).
@@ -213,9 +217,12 @@ def hook_overhead(repeats: int = 21) -> dict:
     make = lambda: methods.create("pq", n_subspaces=8, n_codewords=256, random_state=0)  # noqa: E731
     make().fit(X)
     plain, hooked = [], []
-    for _ in range(repeats):
-        plain.append(_timed(lambda: make().fit(X)))
-        hooked.append(_timed(lambda: make().fit(X, callbacks=[Recorder()])))
+    for i in range(repeats):
+        # which of the pair runs first alternates: the second fit of a pair runs on warmer caches
+        # and a later share of the machine's load, which a fixed order would book to one side
+        pair = [(plain, ()), (hooked, (Recorder(),))][::1 if i % 2 == 0 else -1]
+        for times, callbacks in pair:
+            times.append(_timed(lambda: make().fit(X, callbacks=list(callbacks))))
     med = statistics.median
     return {"ratio": med(h / p for h, p in zip(hooked, plain)), "ratio_of_medians": med(hooked) / med(plain),
             "with_recorder_s": med(hooked), "without_s": med(plain), "pairs": repeats}
@@ -312,10 +319,11 @@ def mmap_encode_memory(n: int = 1_000_000, d: int = 128, n_subspaces: int = 16, 
     return out
 
 
-def deep_encode_vs_pq(names: list[str], n: int = 20_000, repeats: int = 3) -> dict:
+def deep_encode_vs_pq(names: list[str], n: int = 20_000, repeats: int = 3, n_train: int | None = None) -> dict:
     """{name: encode throughput of ``name`` / PQ's}, both trained briefly at 64 bits on digits
     (M, K from each method's ``grid_for_bits``; one epoch / iteration: speed, not quality, is
-    measured) and timed encoding ``n`` digits vectors (the base tiled), medians of ``repeats``.
+    measured; on the first ``n_train`` digits, or all) and timed encoding ``n`` digits vectors
+    (the base tiled), medians of ``repeats``.
     A method that fails gives {"error": ...} instead of a ratio."""
     ds = load_digits()
     X = np.ascontiguousarray(np.resize(ds.base, (n, ds.dim)))
@@ -325,7 +333,7 @@ def deep_encode_vs_pq(names: list[str], n: int = 20_000, repeats: int = 3) -> di
         params = dict(cls.grid_for_bits(64, ds.dim))
         valid = cls.param_names()
         params.update({k: 1 for k in ("epochs", "n_iter") if k in valid})
-        q = methods.create(name, **params).fit(ds.base, ds.labels if cls.supervised else None)
+        q = methods.create(name, **params).fit(ds.base[:n_train], ds.labels[:n_train] if cls.supervised else None)
         q.encode(X[:256])  # warm-up
         return statistics.median(_timed(lambda: q.encode(X)) for _ in range(repeats))
 
@@ -359,7 +367,7 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
                      "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     say("PQ fit, encode and search vs faiss (and nanopq) ...")
     details["pq_vs_faiss"] = pq_vs_faiss(n=5_000 if quick else 100_000, repeats=1 if quick else 3,
-                                         n_queries=50 if quick else 1000, device=device)
+                                         n_queries=50 if quick else 1000, device=device, n_iter=5 if quick else 25)
     say("mAP@all vs faiss ...")
     details["map_all_vs_faiss"] = map_all_vs_faiss(n=5_000 if quick else 100_000, n_queries=20 if quick else 100,
                                                    repeats=1 if quick else 3, device=device)
@@ -390,7 +398,8 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
     }
     if deep:
         say(f"encode throughput of {', '.join(deep)} vs PQ ...")
-        details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000, repeats=1 if quick else 3)
+        details["encode_vs_pq"] = deep_encode_vs_pq(deep, n=2_000 if quick else 20_000, repeats=1 if quick else 3,
+                                                    n_train=600 if quick else None)
         for name, value in details["encode_vs_pq"].items():
             result[f"{name}_encode_vs_pq"] = value.get("ratio")
     details["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
