@@ -35,3 +35,21 @@ def test_a_new_run_clears_the_alarm_history():
     view.replay(stream("pq", n_iter=6))
     assert view.alarm_text.startswith("No collapse")
     assert len(view.figure.data[0].x) == 6
+
+
+def test_the_history_goes_to_the_page_as_binary_arrays_not_lists():
+    """plotly's serialiser turns int64 arrays and lists into JSON lists that ipywidgets walks
+    element by element; the collapse view's growing history must go as int32/float64 buffers."""
+    from plotly.serializers import _py_to_js
+
+    from widgets._view import wire_array
+
+    view = CollapseView(4)
+    for event in stream("pq", n_iter=5):
+        view(event)
+    for trace in view.figure.data:
+        for values in (trace.x, trace.y):
+            assert "buffer" in _py_to_js(values, None), (trace.name, type(values))
+    assert wire_array(np.arange(3, dtype=np.int64)).dtype == np.int32
+    assert wire_array(np.array([2**40])).dtype == np.float64 and wire_array([2**40])[0] == 2**40
+    assert wire_array(np.array([0.5])).dtype == np.float64

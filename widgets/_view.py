@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -107,6 +108,20 @@ def snapshot_figures(figures: Mapping[str, go.Figure], path=None, format: str = 
             _write(Path(path) / f"{name}.{format}", data)
         shots[name] = _displayable(data, format)
     return shots
+
+
+def wire_array(values) -> np.ndarray:
+    """``values`` as a 1-D numpy array that plotly's widget sends as a binary buffer.
+
+    plotly's serialiser turns int64 and uint64 arrays (numpy's default integers: counts, step
+    numbers, ``argsort`` ids) into Python lists, which ipywidgets then walks element by element
+    for buffers; int32 and float64 arrays go as they are. Integers that fit int32 become int32,
+    larger ones float64 (exact below 2**53)."""
+    a = np.asarray(values)
+    if a.dtype.kind in "iu" and a.dtype.itemsize == 8:
+        fits = a.size == 0 or (int(a.min()) >= -2**31 and int(a.max()) < 2**31)
+        return a.astype(np.int32 if fits else np.float64)
+    return np.ascontiguousarray(a)
 
 
 def _serialise_frontend_updates(figure: go.FigureWidget, lock: threading.RLock) -> None:

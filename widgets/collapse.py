@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from explorer.diagnostics import detect_collapse
 
-from ._view import View
+from ._view import View, wire_array
 
 
 class CollapseView(View):
@@ -104,11 +104,14 @@ class CollapseView(View):
         M = P.shape[1]
         if self._M != M:
             self._build(M)
+        # int32/float64 arrays, not lists: plotly validates a list element by element in Python,
+        # and the history grows with every step (2M traces of it per pass); see wire_array
+        steps = wire_array(self.steps)
         for m in range(M):
-            self.figure.data[m].x = self.steps
-            self.figure.data[m].y = P[:, m].tolist()
-            self.figure.data[M + m].x = self.steps
-            self.figure.data[M + m].y = D[:, m].tolist()
+            self.figure.data[m].x = steps
+            self.figure.data[m].y = wire_array(P[:, m])
+            self.figure.data[M + m].x = steps
+            self.figure.data[M + m].y = wire_array(D[:, m])
         bad = any(v.collapsed for v in self.verdicts)
         color = "#b00020" if bad else "#1b5e20"
         lines = self.alarm_text.split("\n")
