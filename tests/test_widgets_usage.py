@@ -79,3 +79,17 @@ def test_dead_markers_follow_every_step_and_the_sorted_toggle():
     view.sorted.value = True
     heights = np.sort(steps(events)[-1].usage[0])[::-1]
     assert list(view.figure.data[1].x) == np.flatnonzero(heights == 0).tolist()
+
+
+def test_bars_go_to_the_page_as_binary_arrays_not_lists():
+    """plotly's serialiser turns int64 arrays (numpy's counts and argsort ids) into JSON lists;
+    the bars, their codeword ids and the dead markers must go as binary buffers."""
+    from plotly.serializers import _py_to_js
+
+    view = UsageView(4, 16)
+    view.sorted.value = True
+    view.replay(stream("pq", n_iter=4, n_codewords=256, init="narrow", repair_empty=False))
+    bars, dead = view.figure.data[0], view.figure.data[1]
+    assert len(dead.x) > 0  # the narrow start leaves dead codewords to mark
+    for values in (bars.y, bars.customdata, dead.x):
+        assert "buffer" in _py_to_js(values, None), type(values)

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from explorer.events import FitStarted
 
-from ._view import View
+from ._view import View, wire_array
 
 COLUMNS = 4
 
@@ -84,14 +84,15 @@ class UsageView(View):
         for m in range(M):
             heights, ids = self.bars(m)
             dead = np.flatnonzero(heights == 0)
-            # numpy arrays, not lists: plotly validates and serialises them without a per-element loop
-            self.figure.data[2 * m].y = heights
+            # int32 arrays (wire_array), not lists or int64: plotly validates and serialises them
+            # without a per-element loop (it turns int64 arrays, numpy's counts and ids, into lists)
+            self.figure.data[2 * m].y = wire_array(heights)
             if ordered or self._ids_ordered:  # unsorted ids are 0..K-1 as built: resent only when they change
-                self.figure.data[2 * m].customdata = ids
+                self.figure.data[2 * m].customdata = wire_array(ids)
             # dead markers and the subplot title change rarely once training settles: each plotly
             # property set costs ~0.25 ms of validation, so they are sent only when they change
             if self._drawn_dead[m] is None or not np.array_equal(self._drawn_dead[m], dead):
-                self.figure.data[2 * m + 1].x = dead
+                self.figure.data[2 * m + 1].x = wire_array(dead)
                 self.figure.data[2 * m + 1].y = np.zeros(len(dead))
                 self.figure.layout.annotations[m].text = f"subspace {m} · {len(dead)} dead"
                 self._drawn_dead[m] = dead
