@@ -24,6 +24,9 @@ import numpy as np
 
 from .diagnostics import dead_codes, perplexity_from_usage, usage_counts  # noqa: F401  (re-exported)
 
+_DERIVED = object()  # a Step field to compute from usage when first read
+_STEP_DERIVED = {"perplexity": perplexity_from_usage, "dead_codes": dead_codes}  # field -> f(usage)
+
 STOP = "stop"
 """Return value with which a callback asks the run to stop after the current step."""
 
@@ -150,6 +153,11 @@ class Step(_Event):
     usage: (M, K) int64, how many training vectors each codeword received this step.
     perplexity: (M,) float, exp(entropy) of each subspace's usage distribution, in codewords.
     dead_codes: (M,) int, codewords with zero usage.
+        Both are derived from ``usage``: left out (as :meth:`from_usage` does), each is computed
+        on its first read and kept. A fit emits a step per iteration and most subscribers read a
+        few of them (a throttled view, the latest step), so the training thread does not pay
+        for the rest (a :class:`Recorder`'s PQ fit on digits: 1.04–1.05× the unobserved fit's
+        time with them computed at every step, see ``hook_overhead`` in :mod:`explorer.bench`).
     soft_hard: for methods with soft codes, ``{"gap": mean squared distance between soft and
         hard reconstructions, "agreement": fraction of argmax(soft) == hard code}``; else None.
     sample: an :class:`EmbeddingSample` when a subscriber asked for one this step; else None.
@@ -162,14 +170,29 @@ class Step(_Event):
     step: int
     losses: dict
     usage: np.ndarray
-    perplexity: np.ndarray
-    dead_codes: np.ndarray
+    perplexity: np.ndarray = field(default_factory=lambda: _DERIVED)
+    dead_codes: np.ndarray = field(default_factory=lambda: _DERIVED)
     soft_hard: dict | None = None
     sample: EmbeddingSample | None = None
     elapsed: float = 0.0
     epoch: float | None = None
     kind = "step"
     _arrays = {"usage": np.int64, "perplexity": np.float64, "dead_codes": np.int64}
+
+    def __post_init__(self):
+        # a derived field left out is taken out of the instance, so that reading it reaches
+        # __getattr__ (a default_factory leaves no class attribute in the way)
+        for name in _STEP_DERIVED:
+            if self.__dict__.get(name) is _DERIVED:
+                del self.__dict__[name]
+
+    def __getattr__(self, name):
+        derive = _STEP_DERIVED.get(name)
+        if derive is None or "usage" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = derive(self.usage)
+        self.__dict__[name] = value  # frozen: kept without __setattr__; a race computes it twice, alike
+        return value
 
     @classmethod
     def _from_fields(cls, data: dict) -> "Step":
@@ -186,12 +209,10 @@ class Step(_Event):
                    sample: EmbeddingSample | None = None, elapsed: float = 0.0,
                    epoch: float | None = None) -> "Step":
         """The step event of ``usage`` (M, K) counts: perplexity and dead codes computed by
-        :mod:`explorer.diagnostics`, losses and soft-vs-hard figures as floats. The one way
+        :mod:`explorer.diagnostics` when first read, losses and soft-vs-hard figures as floats. The one way
         from counts to a :class:`Step`, shared by every built-in method (through
         :meth:`TrainingRun.step`) and by :class:`~explorer.monitor.CodebookMonitor`."""
-        usage = np.asarray(usage)
-        return cls(step=int(step), losses={str(k): float(v) for k, v in losses.items()}, usage=usage,
-                   perplexity=perplexity_from_usage(usage), dead_codes=dead_codes(usage),
+        return cls(step=int(step), losses={str(k): float(v) for k, v in losses.items()}, usage=np.asarray(usage),
                    soft_hard=None if soft_hard is None else {k: float(v) for k, v in soft_hard.items()},
                    sample=sample, elapsed=float(elapsed), epoch=None if epoch is None else float(epoch))
 

@@ -131,3 +131,38 @@ def test_usage_and_perplexity_helpers():
     ppl = events.perplexity_from_usage(usage)
     assert ppl[0] == pytest.approx(1.0)
     assert ppl[1] == pytest.approx(np.exp(-(0.5 * np.log(0.5) + 2 * 0.25 * np.log(0.25))))
+
+
+def test_a_step_computes_perplexity_and_dead_codes_on_first_read_only(digits, monkeypatch):
+    """The training thread pays for the derived fields only of the steps someone reads."""
+    calls = {"perplexity": 0, "dead_codes": 0}
+
+    def counted(name, fn):
+        def wrapper(usage):
+            calls[name] += 1
+            return fn(usage)
+        return wrapper
+
+    for name, fn in list(events._STEP_DERIVED.items()):
+        monkeypatch.setitem(events._STEP_DERIVED, name, counted(name, fn))
+    rec = Recorder()
+    create("pq", n_subspaces=8, n_codewords=32, n_iter=6).fit(digits.base, callbacks=[rec])
+    assert len(rec.steps) == 6 and calls == {"perplexity": 0, "dead_codes": 0}
+    last = rec.last
+    np.testing.assert_array_equal(last.perplexity, events.perplexity_from_usage(last.usage))
+    np.testing.assert_array_equal(last.dead_codes, (last.usage == 0).sum(axis=1))
+    last.perplexity, last.dead_codes  # kept: a second read computes nothing
+    assert calls == {"perplexity": 1, "dead_codes": 1}
+
+
+def test_a_step_with_unread_derived_fields_round_trips():
+    import pickle
+    usage = np.array([[3, 0, 1], [2, 2, 0]])
+    written = Step.from_usage(2, {"total": 0.5}, usage).to_dict()
+    assert written["perplexity"] == events.perplexity_from_usage(usage).tolist() and written["dead_codes"] == [1, 1]
+    again = pickle.loads(pickle.dumps(Step.from_usage(2, {"total": 0.5}, usage)))
+    np.testing.assert_array_equal(again.dead_codes, [1, 1])
+    given = Step(step=1, losses={}, usage=usage, perplexity=np.full(2, 7.0), dead_codes=np.zeros(2))
+    assert given.perplexity.tolist() == [7.0, 7.0]  # given values are kept as they are (an event log's)
+    with pytest.raises(AttributeError, match="no attribute 'perplexityy'"):
+        given.perplexityy
