@@ -189,6 +189,26 @@ def dead_codes(usage: np.ndarray) -> np.ndarray:
     return (np.asarray(usage) == 0).sum(axis=1)
 
 
+def _collapse_rule(usage: np.ndarray, min_perplexity_ratio: float, max_dead_fraction: float,
+                   n_distinct, ppl=None, dead=None) -> dict:
+    """The rule of the module docstring for every subspace at once, as (M,) arrays: k_eff,
+    ppl, dead, dead_allowed, ratio, low (perplexity below the line), many_dead, collapsed.
+    ``ppl``/``dead``: the usage's perplexity and dead codes when the caller has them."""
+    usage = np.asarray(usage)
+    M, K = usage.shape
+    ppl = perplexity(usage) if ppl is None else np.asarray(ppl, dtype=np.float64)
+    dead = dead_codes(usage) if dead is None else np.asarray(dead)
+    k_eff = np.minimum(K, np.maximum(usage.sum(axis=1), 1)).astype(np.int64)
+    if n_distinct is not None:
+        k_eff = np.maximum(1, np.minimum(k_eff, np.asarray(n_distinct, dtype=np.int64)))
+    ratio = ppl / k_eff
+    dead_allowed = np.maximum(K - k_eff, int(max_dead_fraction * K))
+    low = (k_eff > 1) & (ratio < min_perplexity_ratio)
+    many_dead = dead > dead_allowed
+    return {"k_eff": k_eff, "ppl": ppl, "dead": dead, "dead_allowed": dead_allowed, "ratio": ratio, "low": low,
+            "many_dead": many_dead, "collapsed": low | many_dead}
+
+
 def detect_collapse(usage: np.ndarray, *, min_perplexity_ratio: float = MIN_PERPLEXITY_RATIO,
                     max_dead_fraction: float = MAX_DEAD_FRACTION,
                     n_distinct: np.ndarray | None = None) -> list[SubspaceVerdict]:
@@ -198,32 +218,30 @@ def detect_collapse(usage: np.ndarray, *, min_perplexity_ratio: float = MIN_PERP
     sub-vectors its data hold, so a subspace that is constant in the data is not called collapsed.
     """
     usage = np.asarray(usage)
-    M, K = usage.shape
-    ppl = perplexity(usage)
-    dead = dead_codes(usage)
-    n = usage.sum(axis=1)
+    K = usage.shape[1]
+    r = _collapse_rule(usage, min_perplexity_ratio, max_dead_fraction, n_distinct)
     verdicts = []
-    for m in range(M):
-        k_eff = int(min(K, max(n[m], 1)))
-        if n_distinct is not None:
-            k_eff = int(max(1, min(k_eff, n_distinct[m])))
-        ratio = ppl[m] / k_eff
-        dead_allowed = max(K - k_eff, int(max_dead_fraction * K))
+    for m in range(usage.shape[0]):
+        ppl, k_eff, ratio, dead = r["ppl"][m], int(r["k_eff"][m]), r["ratio"][m], int(r["dead"][m])
         reasons = []
-        if k_eff > 1 and ratio < min_perplexity_ratio:
-            reasons.append(f"perplexity {ppl[m]:.1f} of {k_eff} usable codewords ({ratio:.0%} < {min_perplexity_ratio:.0%})")
-        if dead[m] > dead_allowed:
-            reasons.append(f"{dead[m]} of {K} codewords dead ({dead[m] / K:.0%} > {dead_allowed / K:.0%})")
+        if r["low"][m]:
+            reasons.append(f"perplexity {ppl:.1f} of {k_eff} usable codewords ({ratio:.0%} < {min_perplexity_ratio:.0%})")
+        if r["many_dead"][m]:
+            reasons.append(f"{dead} of {K} codewords dead ({dead / K:.0%} > {r['dead_allowed'][m] / K:.0%})")
         collapsed = bool(reasons)
         reason = "; ".join(reasons) if collapsed else (
-            f"perplexity {ppl[m]:.1f} of {k_eff} usable codewords ({ratio:.0%}), {dead[m]} dead")
-        verdicts.append(SubspaceVerdict(m, collapsed, float(ppl[m]), int(dead[m]), K, reason))
+            f"perplexity {ppl:.1f} of {k_eff} usable codewords ({ratio:.0%}), {dead} dead")
+        verdicts.append(SubspaceVerdict(m, collapsed, float(ppl), dead, K, reason))
     return verdicts
 
 
-def collapsed_mask(usage: np.ndarray, **kwargs) -> np.ndarray:
-    """(M,) bool: which subspaces :func:`detect_collapse` calls collapsed."""
-    return np.array([v.collapsed for v in detect_collapse(usage, **kwargs)], dtype=bool)
+def collapsed_mask(usage: np.ndarray, *, min_perplexity_ratio: float = MIN_PERPLEXITY_RATIO,
+                   max_dead_fraction: float = MAX_DEAD_FRACTION, n_distinct: np.ndarray | None = None,
+                   perplexity: np.ndarray | None = None, dead: np.ndarray | None = None) -> np.ndarray:
+    """(M,) bool: which subspaces :func:`detect_collapse` calls collapsed, without its reason
+    sentences (cheap enough for every training step). ``perplexity``, ``dead``: the usage's
+    (a :class:`~explorer.events.Step`'s), when already computed."""
+    return _collapse_rule(usage, min_perplexity_ratio, max_dead_fraction, n_distinct, perplexity, dead)["collapsed"]
 
 
 def distinct_subvectors(X: np.ndarray, n_subspaces: int, cap: int | None = None) -> np.ndarray:

@@ -15,9 +15,9 @@ import numpy as np
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from explorer.diagnostics import detect_collapse
+from explorer.diagnostics import collapsed_mask, detect_collapse
 
-from ._view import View, wire_array
+from ._view import View, _frozen
 
 
 class CollapseView(View):
@@ -40,9 +40,9 @@ class CollapseView(View):
         self.steps: list[int] = []
         self.perplexity: list[np.ndarray] = []
         self.dead_codes: list[np.ndarray] = []
-        self.verdicts = []
         self.since = [None] * M
-        self.alarm_text = "No training step yet."
+        self._newest = None  # (step, usage, n_distinct) of the newest step
+        self._alarm = None  # (_newest, verdicts, text): the alarm of _newest, made on first read
         self.alarm.value = html.escape(self.alarm_text)
 
     def _build(self, M: int) -> None:
@@ -70,29 +70,54 @@ class CollapseView(View):
             self._build(event.n_subspaces)
 
     def on_step(self, event) -> None:
+        # called in the training thread for every step: the collapsed flags only (vectorised);
+        # the verdicts' reason sentences are made for the newest step when read (a redraw)
         usage = np.asarray(event.usage)
+        ppl, dead = np.asarray(event.perplexity, dtype=float), np.asarray(event.dead_codes, dtype=int)
         self.steps.append(int(event.step))
-        self.perplexity.append(np.asarray(event.perplexity, dtype=float))
-        self.dead_codes.append(np.asarray(event.dead_codes, dtype=int))
+        self.perplexity.append(ppl)
+        self.dead_codes.append(dead)
         n_distinct = self.n_distinct if self.n_distinct is not None and len(self.n_distinct) == len(usage) else None
-        self.verdicts = detect_collapse(usage, n_distinct=n_distinct)
+        flags = collapsed_mask(usage, n_distinct=n_distinct, perplexity=ppl, dead=dead)
         if len(self.since) != len(usage):
             self.since = [None] * len(usage)
-        for v in self.verdicts:
-            if not v.collapsed:
-                self.since[v.subspace] = None
-            elif self.since[v.subspace] is None:
-                self.since[v.subspace] = int(event.step)
-        self.alarm_text = self.describe(int(event.step))
+        for m, collapsed in enumerate(flags):
+            if not collapsed:
+                self.since[m] = None
+            elif self.since[m] is None:
+                self.since[m] = int(event.step)
+        self._newest = (int(event.step), usage, n_distinct)
 
-    def describe(self, step: int) -> str:
-        """The alarm as plain text: collapsed subspaces with since-when and why, or all clear."""
-        bad = [v for v in self.verdicts if v.collapsed]
+    def _verdicts_and_text(self) -> tuple[list, str]:
+        with self._lock:
+            if self._newest is None:
+                return [], "No training step yet."
+            if self._alarm is None or self._alarm[0] is not self._newest:
+                step, usage, n_distinct = self._newest
+                verdicts = detect_collapse(usage, n_distinct=n_distinct)
+                self._alarm = (self._newest, verdicts, self.describe(step, verdicts))
+            return self._alarm[1], self._alarm[2]
+
+    @property
+    def verdicts(self) -> list:
+        """:func:`~explorer.diagnostics.detect_collapse`'s verdicts on the newest step ([] before one)."""
+        return self._verdicts_and_text()[0]
+
+    @property
+    def alarm_text(self) -> str:
+        """The alarm of the newest step as plain text (see :meth:`describe`)."""
+        return self._verdicts_and_text()[1]
+
+    def describe(self, step: int, verdicts: list | None = None) -> str:
+        """The alarm as plain text: collapsed subspaces with since-when and why, or all clear.
+        ``verdicts``: those of ``step`` (default: the newest step's)."""
+        verdicts = self.verdicts if verdicts is None else verdicts
+        bad = [v for v in verdicts if v.collapsed]
         if not bad:
-            low = min(self.verdicts, key=lambda v: v.perplexity)
-            return (f"No collapse at step {step}: all {len(self.verdicts)} subspaces healthy "
+            low = min(verdicts, key=lambda v: v.perplexity)
+            return (f"No collapse at step {step}: all {len(verdicts)} subspaces healthy "
                     f"(lowest: subspace {low.subspace}, {low.reason}).")
-        lines = [f"COLLAPSE at step {step}: {len(bad)} of {len(self.verdicts)} subspaces."]
+        lines = [f"COLLAPSE at step {step}: {len(bad)} of {len(verdicts)} subspaces."]
         lines += [f"subspace {v.subspace} since step {self.since[v.subspace]}: {v.reason}" for v in bad]
         return "\n".join(lines)
 
@@ -104,17 +129,16 @@ class CollapseView(View):
         M = P.shape[1]
         if self._M != M:
             self._build(M)
-        # int32/float64 arrays, not lists: plotly validates a list element by element in Python,
-        # and the history grows with every step (2M traces of it per pass); see wire_array
-        steps = wire_array(self.steps)
+        # arrays, not lists, through _restyle: the history grows with every step (2M traces of it
+        # per pass), and a list goes element by element; see wire_array and View._restyle
+        steps = _frozen(np.asarray(self.steps))
         for m in range(M):
-            self.figure.data[m].x = steps
-            self.figure.data[m].y = wire_array(P[:, m])
-            self.figure.data[M + m].x = steps
-            self.figure.data[M + m].y = wire_array(D[:, m])
-        bad = any(v.collapsed for v in self.verdicts)
+            self._restyle(m, {"x": steps, "y": P[:, m]})
+            self._restyle(M + m, {"x": steps, "y": D[:, m]})
+        verdicts, text = self._verdicts_and_text()
+        bad = any(v.collapsed for v in verdicts)
         color = "#b00020" if bad else "#1b5e20"
-        lines = self.alarm_text.split("\n")
+        lines = text.split("\n")
         body = "<br>".join(html.escape(line) for line in lines)
         self.alarm.value = f'<div style="color:{color};font-weight:{600 if bad else 400}">{body}</div>'
 
