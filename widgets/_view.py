@@ -124,6 +124,21 @@ def wire_array(values) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _frozen(value):
+    """A value for :meth:`View._restyle`: an array or list as a read-only :func:`wire_array` copy
+    (a list holding None as float64, None a NaN: a gap in a line), anything else as it is."""
+    if not isinstance(value, (np.ndarray, list, tuple)):
+        return value
+    a = np.asarray(value)
+    if a.dtype == object:
+        a = np.asarray(value, dtype=float)
+    wire = wire_array(a)
+    if wire is value or np.may_share_memory(wire, value):
+        wire = wire.copy()  # the view's own array may change later; the figure's must not
+    wire.flags.writeable = False
+    return wire
+
+
 def _serialise_frontend_updates(figure: go.FigureWidget, lock: threading.RLock) -> None:
     """Make ``figure`` take the browser's messages only while it holds ``lock``, the lock its
     redraws hold.
@@ -170,6 +185,7 @@ class View:
         self._page_answers = 0  # updates a page has answered (drawn): 0 = no page shows this figure
         self._sent_at = 0.0
         self.figure.observe(self._page_answered, names="_js2py_traceDeltas")
+        self._pending: tuple[dict, dict] | None = None  # (trace edits, layout edits) of a redraw in progress
 
     def _page_answered(self, change) -> None:
         if change["new"]:  # plotly resets the trait to None once it has read the answer
@@ -214,10 +230,44 @@ class View:
         with self._lock:
             if live and self.page_behind():
                 return False
-            with self.figure.batch_update():
-                self._draw()
+            self._pending = ({}, {})
+            try:
+                with self.figure.batch_update():  # what _draw sets as properties (rare: re-layouts)
+                    self._draw()
+                self._send_pending()
+            finally:
+                self._pending = None
             self._sent_at = time.monotonic()
             return True
+
+    # ---------------------------------------------------------------- fast updates
+    def _restyle(self, trace: int, values: Mapping[str, object]) -> None:
+        """In :meth:`_draw`: give trace ``trace`` these values (``{"y": array, "marker.color":
+        array}``), sent with the redraw's one ``plotly_update`` message.
+
+        Unlike ``figure.data[i].y = ...``, this skips plotly's validation of each property, which
+        in plotly 7 costs ~0.2 ms an array whatever its length (a dataframe check through
+        narwhals): with 16 lines of history a collapse-view pass took 4.6 ms, 0.9 ms this way. The
+        views pass what plotly's validation would have produced (numeric 1-D arrays, strings),
+        so the figure holds the same values. Arrays go through :func:`wire_array` (binary
+        buffers) and are stored read-only copies, as validation stores them."""
+        self._pending[0].setdefault(int(trace), {}).update({key: _frozen(v) for key, v in values.items()})
+
+    def _relayout(self, values: Mapping[str, object]) -> None:
+        """In :meth:`_draw`: set layout paths (``{"title.text": "...", "annotations[2].text": ...}``)
+        in the redraw's one message, unvalidated like :meth:`_restyle`."""
+        self._pending[1].update(values)
+
+    def _send_pending(self) -> None:
+        traces, layout = self._pending
+        if not traces and not layout:
+            return
+        from plotly.basedatatypes import Undefined
+
+        order = sorted(traces)
+        keys = sorted({key for values in traces.values() for key in values})
+        restyle = {key: [traces[i].get(key, Undefined) for i in order] for key in keys}
+        self.figure.plotly_update(restyle_data=restyle, relayout_data=dict(layout), trace_indexes=order)
 
     # ---------------------------------------------------------------- hooks for subclasses
     def on_started(self, event: FitStarted) -> None:

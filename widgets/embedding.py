@@ -160,13 +160,9 @@ class EmbeddingView(View):
             self.caption.value = f'<span style="color:#b00020">{html.escape(self.error)}</span>'
         if p is None:
             return
-        self.figure.data[0].x = p["points"][:, 0].tolist()
-        self.figure.data[0].y = p["points"][:, 1].tolist()
-        self.figure.data[0].marker.color = p["codes"].tolist()
-        self.figure.data[1].x = p["codewords"][:, 0].tolist()
-        self.figure.data[1].y = p["codewords"][:, 1].tolist()
-        self.figure.data[1].text = p["used"].tolist()
-        self.figure.layout.title.text = f"{p['algorithm']} of subspace {p['subspace']} at step {p['step']}"
+        self._restyle(0, {"x": p["points"][:, 0], "y": p["points"][:, 1], "marker.color": p["codes"]})
+        self._restyle(1, {"x": p["codewords"][:, 0], "y": p["codewords"][:, 1], "text": p["used"]})
+        self._relayout({"title.text": f"{p['algorithm']} of subspace {p['subspace']} at step {p['step']}"})
         if not self.error:
             busy = " — computing…" if self._busy else ""
             self.caption.value = (f"{p['algorithm']} of subspace {p['subspace']}: {len(p['codes'])} sub-vectors "

@@ -41,8 +41,7 @@ class LossView(View):
             self.figure.data = ()
             for name in names:
                 self.figure.add_scatter(x=[], y=[], mode="lines", name=name)
-        for trace, name in zip(self.figure.data, names):
-            trace.x = self.steps
-            trace.y = self.terms[name]
+        for i, name in enumerate(names):
+            self._restyle(i, {"x": self.steps, "y": self.terms[name]})  # a missing value (None) is a gap
         positive = all(v is None or v > 0 for vals in self.terms.values() for v in vals)
-        self.figure.layout.yaxis.type = "log" if positive else "linear"
+        self._relayout({"yaxis.type": "log" if positive else "linear"})

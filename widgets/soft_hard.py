@@ -74,10 +74,8 @@ class SoftHardView(View):
                 f"training too, so there is no soft-vs-hard gap to plot.{others}")
 
     def _draw(self) -> None:
-        self.figure.data[0].x = self.steps
-        self.figure.data[0].y = self.gap
-        self.figure.data[1].x = self.steps
-        self.figure.data[1].y = self.agreement
+        self._restyle(0, {"x": self.steps, "y": self.gap})
+        self._restyle(1, {"x": self.steps, "y": self.agreement})
         text = self.message_text
         self.message.value = f"<i>{html.escape(text)}</i>" if text else ""
         self._box.layout.display = "none" if text else None

@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 from explorer.events import FitStarted
 
-from ._view import View, wire_array
+from ._view import View
 
 COLUMNS = 4
 
@@ -84,20 +84,20 @@ class UsageView(View):
         for m in range(M):
             heights, ids = self.bars(m)
             dead = np.flatnonzero(heights == 0)
-            # int32 arrays (wire_array), not lists or int64: plotly validates and serialises them
-            # without a per-element loop (it turns int64 arrays, numpy's counts and ids, into lists)
-            self.figure.data[2 * m].y = wire_array(heights)
+            # through _restyle: int32 buffers (plotly sends int64 arrays, numpy's counts and ids, as
+            # lists) and no per-property validation (see View._restyle)
+            bars = {"y": heights}
             if ordered or self._ids_ordered:  # unsorted ids are 0..K-1 as built: resent only when they change
-                self.figure.data[2 * m].customdata = wire_array(ids)
-            # dead markers and the subplot title change rarely once training settles: each plotly
-            # property set costs ~0.25 ms of validation, so they are sent only when they change
+                bars["customdata"] = ids
+            self._restyle(2 * m, bars)
+            # dead markers and the subplot title change rarely once training settles: they are
+            # sent only when they change, keeping the message small
             if self._drawn_dead[m] is None or not np.array_equal(self._drawn_dead[m], dead):
-                self.figure.data[2 * m + 1].x = wire_array(dead)
-                self.figure.data[2 * m + 1].y = np.zeros(len(dead))
-                self.figure.layout.annotations[m].text = f"subspace {m} · {len(dead)} dead"
+                self._restyle(2 * m + 1, {"x": dead, "y": np.zeros(len(dead))})
+                self._relayout({f"annotations[{m}].text": f"subspace {m} · {len(dead)} dead"})
                 self._drawn_dead[m] = dead
         self._ids_ordered = ordered
-        self.figure.layout.title.text = f"Codeword usage per subspace at step {self.step} (✕ = dead codeword)"
+        self._relayout({"title.text": f"Codeword usage per subspace at step {self.step} (✕ = dead codeword)"})
 
     @property
     def widget(self):
