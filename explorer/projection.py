@@ -176,10 +176,14 @@ def _serve(stdin, stdout) -> None:
             return
         try:
             out = project(points, request["algorithm"], request["random_state"])
+            answer = ({}, np.ascontiguousarray(out, dtype=np.float32))
         except Exception as exc:  # reported to the caller; the worker goes on
-            _send(stdout, {"error": f"{type(exc).__name__}: {exc}"})
-            continue
-        _send(stdout, {}, np.ascontiguousarray(out, dtype=np.float32))
+            answer = ({"error": f"{type(exc).__name__}: {exc}"}, None)
+        try:
+            _send(stdout, *answer)
+        except BrokenPipeError:  # the caller's process ended during the projection: nobody to answer
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())  # nor an error at exit's flush
+            return
 
 
 if __name__ == "__main__":  # the worker (see the module docstring)

@@ -80,3 +80,23 @@ def test_a_background_view_projects_in_the_shared_worker_and_draws_what_a_foregr
     assert live.picture["step"] == here.picture["step"] == 4
     np.testing.assert_allclose(live.picture["points"], here.picture["points"], rtol=0, atol=1e-3)
     assert list(live.figure.data[0].marker.color) == list(here.figure.data[0].marker.color)
+
+
+def test_a_caller_that_exits_mid_projection_leaves_no_traceback(tmp_path):
+    """The worker's answer finds the pipe closed: it ends quietly (it printed BrokenPipeError
+    tracebacks into the caller's terminal after every dashboard bench)."""
+    import subprocess
+    import sys
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import threading, time, numpy as np\n"
+        "from explorer.projection import ProjectionProcess\n"
+        "p = ProjectionProcess(nice=0)  # the test's own worker, at normal priority: it ends quickly\n"
+        "p.project(np.zeros((5, 2), np.float32), 't-SNE')  # warm: the worker is up and has imported t-SNE\n"
+        "threading.Thread(target=p.project, args=(np.random.default_rng(0).random((600, 8)), 't-SNE'), daemon=True).start()\n"
+        "time.sleep(0.5)\n"
+        "import os; os._exit(0)  # gone without closing the worker, as a killed kernel\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # run() returns once the worker, which shares the caller's stderr, has ended too
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
