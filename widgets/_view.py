@@ -2,8 +2,8 @@
 
 A view is a subscriber to :mod:`explorer.events`. ``observe(event)`` keeps the little state the
 view needs (cheap, called for every event, so line plots never miss a step); ``redraw()``
-pushes that state into the view's single ``plotly`` ``FigureWidget`` inside one
-``batch_update`` (one message to the browser). Calling a view with an event does both, which is
+pushes that state into the view's single ``plotly`` ``FigureWidget`` as one ``plotly_update``
+message, its arrays unvalidated (see :meth:`View._restyle`). Calling a view with an event does both, which is
 what unit tests and recorded-stream replays use; the dashboard instead observes every event
 and redraws through :class:`explorer.events.Throttle`, a few times a second.
 
