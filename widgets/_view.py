@@ -129,11 +129,14 @@ def _frozen(value):
     (a list holding None as float64, None a NaN: a gap in a line), anything else as it is."""
     if not isinstance(value, (np.ndarray, list, tuple)):
         return value
+    frozen = isinstance(value, np.ndarray) and not value.flags.writeable and value.base is None
+    if frozen and wire_array(value) is value:
+        return value  # already frozen (one array shared by several traces): no copy
     a = np.asarray(value)
     if a.dtype == object:
         a = np.asarray(value, dtype=float)
     wire = wire_array(a)
-    if wire is value or np.may_share_memory(wire, value):
+    if isinstance(value, np.ndarray) and np.may_share_memory(wire, value):
         wire = wire.copy()  # the view's own array may change later; the figure's must not
     wire.flags.writeable = False
     return wire
