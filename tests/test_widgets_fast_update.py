@@ -45,6 +45,7 @@ def test_a_redraw_is_one_unvalidated_message_holding_the_steps_values(make, meth
         assert not fig.data[0].y.flags.writeable  # stored read-only, as validation stores it
     elif isinstance(view, CollapseView):
         assert sent and list(fig.data[0].x)[-1] == last.step
+        assert all(fig.data[i].x is fig.data[0].x for i in range(8))  # one frozen step array, not 2M copies
         np.testing.assert_allclose(fig.data[3].y[-1], last.perplexity[3])
     elif isinstance(view, LossView):
         assert sent and [t.name for t in fig.data] == list(last.losses)
