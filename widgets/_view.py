@@ -375,14 +375,19 @@ class watch:
 
     def _draw_loop(self) -> None:
         while self._running:
-            if not self._dirty.wait(1.0):
+            if not self._dirty.wait(1.0) or not self._running:  # close() wakes it to end, not to draw
                 continue
             self._dirty.clear()
             if not self._draw_all(live=True):
                 self._dirty.set()  # a page was behind: its view is drawn on a later pass
             time.sleep(self.interval)
 
-    def close(self) -> None:
-        """End the drawing thread (a daemon: it also ends with the process)."""
+    def close(self, timeout: float | None = 5.0) -> None:
+        """End the drawing thread (a daemon: it also ends with the process) and wait for it, up to
+        ``timeout`` seconds for a pass in progress, so that nothing is drawn after close returns.
+        (It used to wake the thread for one more pass, which could then run while the interpreter
+        exited.)"""
         self._running = False
         self._dirty.set()
+        if self._drawer is not None and self._drawer is not threading.current_thread():
+            self._drawer.join(timeout)
