@@ -203,6 +203,22 @@ def blas_info() -> list[dict]:
     return [{key: lib.get(key) for key in keep if lib.get(key) is not None} for lib in threadpool_info()]
 
 
+def alternating_pairs(base: Callable[[], float], treated: Callable[[], float], repeats: int) -> dict:
+    """Time ``repeats`` pairs of runs, ``base`` and ``treated`` back to back (each returns its own
+    seconds), the order within a pair alternating: the second run of a pair runs on warmer caches
+    and a later share of the machine's load, which a fixed order would book to one side. Returns
+    {"ratio": median of the pairs' treated/base ratios, "ratio_of_medians", "base_s", "treated_s"
+    (medians), "pairs", and the raw lists "base_times", "treated_times"}."""
+    times = {"base": [], "treated": []}
+    for i in range(repeats):
+        for side in (("base", "treated") if i % 2 == 0 else ("treated", "base")):
+            times[side].append((base if side == "base" else treated)())
+    med = statistics.median
+    b, t = times["base"], times["treated"]
+    return {"ratio": med(x / y for x, y in zip(t, b)), "ratio_of_medians": med(t) / med(b), "base_s": med(b),
+            "treated_s": med(t), "pairs": repeats, "base_times": b, "treated_times": t}
+
+
 def hook_overhead(repeats: int = 21) -> dict:
     """Fit time with a :class:`Recorder` / without callbacks: PQ M=8, K=256 on digits, after one
     warm-up fit; the median over ``repeats`` interleaved pairs of each pair's ratio (the order
@@ -216,16 +232,10 @@ def hook_overhead(repeats: int = 21) -> dict:
     X = load_digits().base
     make = lambda: methods.create("pq", n_subspaces=8, n_codewords=256, random_state=0)  # noqa: E731
     make().fit(X)
-    plain, hooked = [], []
-    for i in range(repeats):
-        # which of the pair runs first alternates: the second fit of a pair runs on warmer caches
-        # and a later share of the machine's load, which a fixed order would book to one side
-        pair = [(plain, ()), (hooked, (Recorder(),))][::1 if i % 2 == 0 else -1]
-        for times, callbacks in pair:
-            times.append(_timed(lambda: make().fit(X, callbacks=list(callbacks))))
-    med = statistics.median
-    return {"ratio": med(h / p for h, p in zip(hooked, plain)), "ratio_of_medians": med(hooked) / med(plain),
-            "with_recorder_s": med(hooked), "without_s": med(plain), "pairs": repeats}
+    r = alternating_pairs(lambda: _timed(lambda: make().fit(X)),
+                          lambda: _timed(lambda: make().fit(X, callbacks=[Recorder()])), repeats)
+    return {"ratio": r["ratio"], "ratio_of_medians": r["ratio_of_medians"], "with_recorder_s": r["treated_s"],
+            "without_s": r["base_s"], "pairs": repeats}
 
 
 _MEMORY_CHILD = r"""
@@ -416,5 +426,5 @@ def verdict(key: str, value) -> str:
     return "ok" if (value <= target if op == "<=" else value >= target) else "MISSED"
 
 
-__all__ = ["run_benchmarks", "pq_vs_faiss", "map_all_vs_faiss", "blas_info", "hook_overhead", "mmap_encode_memory", "deep_encode_vs_pq", "TARGETS",
+__all__ = ["run_benchmarks", "alternating_pairs", "pq_vs_faiss", "map_all_vs_faiss", "blas_info", "hook_overhead", "mmap_encode_memory", "deep_encode_vs_pq", "TARGETS",
            "verdict"]

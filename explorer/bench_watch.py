@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -71,14 +70,12 @@ def monitor_overhead(steps: int = 60, repeats: int = 21, batch: int = 256) -> di
             monitor.close()
         return time.perf_counter() - t0
 
+    from .bench import alternating_pairs
+
     loop(False)  # warm-up
-    plain, watched = [], []
-    for i in range(repeats):  # interleaved pairs, the order within a pair alternating (as hook_overhead)
-        for monitored in ((False, True) if i % 2 == 0 else (True, False)):
-            (watched if monitored else plain).append(loop(monitored))
-    med = statistics.median
-    return {"ratio": med(w / p for w, p in zip(watched, plain)), "ratio_of_medians": med(watched) / med(plain),
-            "with_monitor_s": med(watched), "without_s": med(plain), "pairs": repeats, "steps": steps}
+    r = alternating_pairs(lambda: loop(False), lambda: loop(True), repeats)
+    return {"ratio": r["ratio"], "ratio_of_medians": r["ratio_of_medians"], "with_monitor_s": r["treated_s"],
+            "without_s": r["base_s"], "pairs": repeats, "steps": steps}
 
 
 def dashboard_figures(quick: bool = False) -> dict:

@@ -62,3 +62,16 @@ def test_bench_names_a_device_it_cannot_use(capsys):
     assert main(["bench", "--quick", "--device", bad]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "device" in captured.err
+
+
+def test_alternating_pairs_alternate_the_order_and_take_the_median_of_each_pairs_ratio():
+    from explorer.bench import alternating_pairs
+    calls = []
+    base_s = iter([1.0, 2.0, 4.0, 1.0])
+    treated_s = iter([1.1, 2.4, 4.0, 3.0])
+    r = alternating_pairs(lambda: (calls.append("b"), next(base_s))[1],
+                          lambda: (calls.append("t"), next(treated_s))[1], 4)
+    assert calls == ["b", "t", "t", "b", "b", "t", "t", "b"]
+    assert r["ratio"] == pytest.approx((1.1 + 1.2) / 2)  # median of 1.1, 1.2, 1.0, 3.0
+    assert r["ratio_of_medians"] == pytest.approx(((2.4 + 3.0) / 2) / ((1.0 + 2.0) / 2))
+    assert r["pairs"] == 4 and r["base_times"] == [1.0, 2.0, 4.0, 1.0]

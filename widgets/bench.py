@@ -28,6 +28,7 @@ import numpy as np
 
 def dashboard_bench(quick: bool = False, repeats: int = 9) -> dict:
     from explorer import methods
+    from explorer.bench import alternating_pairs
     from explorer.data import make_synthetic
     from explorer.events import Recorder
 
@@ -42,24 +43,22 @@ def dashboard_bench(quick: bool = False, repeats: int = 9) -> dict:
         q.fit(X, callbacks=callbacks)
         return time.perf_counter() - t0
 
-    fit([Recorder()])  # warm-up: torch's first kernels, page faults
-    plain, viewed, ratios, rates = [], [], [], []
-    for i in range(1 if quick else repeats):
+    runs = []  # (view, seconds) of each fit with views
+
+    def with_views() -> float:
         view = RunView(n_subspaces=8, n_codewords=256)
-        pair = {}
-        for side in (("plain", "views") if i % 2 == 0 else ("views", "plain")):
-            pair[side] = fit([Recorder()] if side == "plain" else [view.callback])
+        seconds = fit([view.callback])
         view._watch.close()  # its drawing thread ends; the next pair has views of its own
         view.embedding.wait()  # and its last projection, so none runs beside the next pair or at exit
-        plain.append(pair["plain"])
-        viewed.append(pair["views"])
-        ratios.append(pair["views"] / pair["plain"])
-        rates.append(view._watch.redraws / pair["views"])
-    med = statistics.median
-    return {"redraws_per_second": med(rates), "training_slowdown": med(ratios),
-            "slowdown_ratio_of_medians": med(viewed) / med(plain), "pairs": len(ratios),
-            "with_views_s": med(viewed), "with_recorder_s": med(plain),
-            "fit": f"PQ M=8 K=256, {iters} iterations on {n}x64", "interval_s": view._watch.interval}
+        runs.append((view, seconds))
+        return seconds
+
+    fit([Recorder()])  # warm-up: torch's first kernels, page faults
+    r = alternating_pairs(lambda: fit([Recorder()]), with_views, 1 if quick else repeats)
+    return {"redraws_per_second": statistics.median(v._watch.redraws / s for v, s in runs),
+            "training_slowdown": r["ratio"], "slowdown_ratio_of_medians": r["ratio_of_medians"], "pairs": r["pairs"],
+            "with_views_s": r["treated_s"], "with_recorder_s": r["base_s"],
+            "fit": f"PQ M=8 K=256, {iters} iterations on {n}x64", "interval_s": runs[0][0]._watch.interval}
 
 
 if __name__ == "__main__":
