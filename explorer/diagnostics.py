@@ -35,18 +35,32 @@ def _is_tensor(x) -> bool:
     return hasattr(x, "detach") and hasattr(x, "device")
 
 
-def code_matrix(codes, n_subspaces: int | None = None, name: str = "codes"):
+_INTEGER_DTYPES: dict = {}
+
+
+def _integer_dtype(dtype) -> bool:
+    """Whether a numpy or torch ``dtype`` holds integers (bool does not); cached by dtype, as a
+    monitor asks once per batch."""
+    known = _INTEGER_DTYPES.get(dtype)
+    if known is None:
+        name = str(dtype)
+        known = _INTEGER_DTYPES[dtype] = "bool" not in name and ("int" in name)
+    return known
+
+
+def code_matrix(codes, n_subspaces: int | None = None, name: str = "codes", *, flatten: bool = True):
     """``codes`` as an integer (n, M) matrix (numpy or torch, where it lives; no copy when possible).
 
     ``codes`` is (..., M) — vector-quantize-pytorch's (b, n, heads) and ResidualVQ's (..., levels)
     put the codebook on the last axis — or, when ``n_subspaces`` is 1, any shape (every entry a
     code of the one codebook). Raises :class:`InvalidType` for float or non-numeric codes and
-    :class:`InvalidParameter` when the last axis is not M.
+    :class:`InvalidParameter` when the last axis is not M. ``flatten=False`` only checks and
+    returns ``codes`` as given (no torch operation: a caller that reshapes later, in a batch).
     """
     if not _is_tensor(codes):
         codes = np.asarray(codes)
-    dtype = str(codes.dtype)
-    if codes.dtype == bool or not any(t in dtype for t in ("int", "uint")):
+    if not _integer_dtype(codes.dtype):
+        dtype = str(codes.dtype)
         raise InvalidType(f"{name} has dtype {dtype}; pass integer codeword indices (the indices a quantizer "
                           "returns, e.g. the second output of VectorQuantize), not quantized vectors or probabilities")
     if n_subspaces is None:
@@ -54,12 +68,12 @@ def code_matrix(codes, n_subspaces: int | None = None, name: str = "codes"):
             raise InvalidParameter(f"{name} must be 2-D (n, M); got shape {tuple(codes.shape)}")
         return codes
     if n_subspaces == 1 and (codes.ndim == 0 or codes.shape[-1] != 1):
-        return codes.reshape(-1, 1)
+        return codes.reshape(-1, 1) if flatten else codes
     if codes.ndim == 0 or codes.shape[-1] != n_subspaces:
         raise InvalidParameter(f"{name} has shape {tuple(codes.shape)}, whose last axis is not n_subspaces (M)="
                                f"{n_subspaces}; pass codes of shape (..., {n_subspaces}) with the codebook on the "
                                "last axis, or set n_subspaces to the size of that axis")
-    return codes.reshape(-1, n_subspaces)
+    return codes.reshape(-1, n_subspaces) if flatten else codes
 
 
 def usage_counts(codes, n_codewords: int, *, ignore_index: int | None = None, name: str = "codes") -> np.ndarray:
@@ -107,9 +121,8 @@ def usage_counts_on_device(codes, n_codewords: int, *, ignore_index: int | None 
     shifted up by one, so the ignored entries fall into a bin of each subspace that is dropped.
     Another ``ignore_index`` is masked into an extra bin that is dropped."""
     import torch
-    codes = codes.detach()
     n_sub, K = int(codes.shape[1]), int(n_codewords)
-    c = codes.long()
+    c = codes if codes.dtype == torch.long else codes.long()  # integer codes carry no gradient: no detach
     if not c.numel():
         return torch.zeros(n_sub * K, dtype=torch.long, device=c.device)
     shift = ignore_index == -1  # −1 entries are counted one bin below each subspace's codes, then dropped

@@ -15,8 +15,13 @@ by the same code (:meth:`explorer.events.Step.from_usage` over
 both. Conventions follow vector-quantize-pytorch: codes are ``(..., M)`` with the codebook (head,
 residual level) on the last axis, and ``-1`` marks entries to ignore (masked positions, dropped
 levels). Usage is counted where the codes live (``torch.bincount`` on their device); only the
-(M, K) counts move to the CPU. Counts accumulate over the ``every`` updates of one step: the
-perplexity of a single small batch depends on the batch size (a batch of 32 can use at most 32
+(M, K) counts move to the CPU. Tensor codes are held until the step that counts them (CPU
+batches as clones, device batches by reference), then checked and counted in one pass: an update
+costs one clone and some Python instead of a range check, a count and (on a GPU) a
+synchronisation per batch. A device batch overwritten in place before its step is detected
+(torch's version counter) and refused; an out-of-range batch is refused at its step, by its
+update number. Loss tensors are held too and leave their device once per step. Counts accumulate
+over the ``every`` updates of one step: the perplexity of a single small batch depends on the batch size (a batch of 32 can use at most 32
 codewords), so judge collapse over a window of batches.
 """
 from __future__ import annotations
@@ -33,6 +38,13 @@ from .validation import check_int
 
 SAMPLE_SIZE = 300
 """Vectors per embedding sample (per subspace), drawn from the latest update's vectors."""
+
+HELD_ENTRIES = 1 << 22
+"""Code entries (int64: 32 MB) of tensor batches held before they are counted ahead of their step."""
+
+CLONE_CPU_BATCHES = True
+"""Hold CPU tensor batches as clones (see ``CodebookMonitor._hold``); False holds them by reference
+with their version counter, as device tensors are (the tests exercise that path on the CPU)."""
 
 
 def _default_codes(output):
@@ -58,6 +70,31 @@ def _to_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         return x.detach().float().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
+
+
+def _tensor_values(scalars: list) -> list[float]:
+    """The values of 0-d tensors, as Python floats, in order: one stack and one transfer per device."""
+    if not scalars:
+        return []
+    import torch
+    try:
+        return torch.stack(scalars).tolist()
+    except RuntimeError:  # on several devices
+        values = [0.0] * len(scalars)
+        for device in {t.device for t in scalars}:
+            where = [i for i, t in enumerate(scalars) if t.device == device]
+            for i, v in zip(where, torch.stack([scalars[i] for i in where]).tolist()):
+                values[i] = v
+        return values
+
+
+def _concatenated(batches: list, M: int):
+    """Same-device tensor code ``batches`` (each (..., M)) as one (n, M) batch."""
+    flat = [b if b.dim() == 2 and b.shape[1] == M else b.reshape(-1, M) for b in batches]  # (n, M) as given: no op
+    if len(flat) == 1:
+        return flat[0]
+    import torch
+    return torch.cat(flat)  # promotes mixed integer dtypes
 
 
 class CodebookMonitor:
@@ -98,6 +135,9 @@ class CodebookMonitor:
         self._started = False
         self._pending = np.zeros((self.n_subspaces, self.n_codewords), dtype=np.int64)
         self._pending_device = None  # torch counts of this step's tensor batches, on their device
+        self._held: list[tuple[int, object, int | None]] = []  # (update number, codes, _version or None), uncounted
+        self._held_entries = 0
+        self._accepted = (None, None)  # (dtype, shape) of the last tensor batch that passed code_matrix
         self._pending_updates = 0
         self._losses: dict[str, list[float]] = {}
         self._soft: list[tuple[float, int, int, int]] = []  # (gap sum, vectors, agreements, entries) per update
@@ -112,6 +152,8 @@ class CodebookMonitor:
         codes: integer (..., M) codes, numpy or a torch tensor on any device ((...) when M is 1).
         step: the caller's global step for the emitted event (default: steps emitted so far + 1).
         losses: {name: float or 0-d tensor} of this batch; a step reports their mean over its updates.
+            Tensors are held (not copied) and read at the step: pass each batch's own loss, not an
+            accumulator changed in place (refused at the step, as is a non-finite mean).
         soft: (..., M, K) code probabilities, for the soft-vs-hard figures: ``agreement`` (argmax
             equals the hard code) and, with ``codebooks``, ``gap`` (squared distance between the
             soft reconstruction Σ_k p_k c_k and the hard codeword, summed over subspaces).
@@ -121,15 +163,25 @@ class CodebookMonitor:
         """
         if self.closed:
             raise InvalidParameter("update() after close(): make a new CodebookMonitor for a new run")
-        flat = code_matrix(codes, self.n_subspaces, "codes")
+        tensor = hasattr(codes, "detach")
+        if tensor and codes.dtype is self._accepted[0] and codes.shape == self._accepted[1]:
+            checked = codes  # the dtype and shape of the last accepted batch: checked already
+        else:
+            checked = code_matrix(codes, self.n_subspaces, "codes", flatten=not tensor)
+            if tensor:
+                self._accepted = (codes.dtype, codes.shape)
         batch_losses = self._check_losses(losses)  # checked first: a refused batch changes no count
-        if hasattr(flat, "detach"):  # a tensor: counted on its device, summed there until the step
-            counts = usage_counts_on_device(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
-            self._pending_device = counts if self._pending_device is None else self._pending_device + counts
+        flat = checked.reshape(-1, self.n_subspaces) if tensor and (soft is not None or vectors is not None) \
+            else checked
+        soft_hard = None if soft is None else self._soft_hard(flat, soft, codebooks)
+        if tensor:  # held; counted with the rest of its step's batches
+            now = self._hold(checked)
+            if now or self._held_entries > HELD_ENTRIES or self._pending_updates + 1 >= self.every:
+                self._count_held(current=self.updates + 1)  # before any state of this update changes
         else:
             self._pending += usage_counts(flat, self.n_codewords, ignore_index=self.ignore_index, name="codes")
-        if soft is not None:
-            self._soft.append(self._soft_hard(flat, soft, codebooks))
+        if soft_hard is not None:
+            self._soft.append(soft_hard)
         if not self._started:
             self._start(codebooks)
         self._pending_updates += 1
@@ -149,8 +201,9 @@ class CodebookMonitor:
             raise InvalidType(f"losses must be a dict {{name: value}}; got {type(losses).__name__}")
         out = {}
         for name, value in losses.items():
-            if hasattr(value, "detach") and value.device.type != "cpu" and value.numel() == 1:
-                out[str(name)] = value.detach().reshape(())  # summed on its device; checked at the step
+            if hasattr(value, "detach") and value.numel() == 1:  # held, summed where it lives, checked at the step
+                held = value.detach() if value.requires_grad else value
+                out[str(name)] = (held, held._version if not held.is_inference() else None)
                 continue
             try:
                 v = float(value.detach().item() if hasattr(value, "detach") else value)
@@ -197,14 +250,105 @@ class CodebookMonitor:
         if self._run.stopped:
             self.stop_requested = True
 
+    def _hold(self, codes) -> bool:
+        """Hold a tensor batch until its step. A CPU tensor is held as a clone: holding the
+        caller's own tensor pinned its block among the training step's allocations, which slowed
+        the bench's loop by ~5% here, and a clone cannot be overwritten (a torch clone, not a numpy
+        copy: right after a training step torch's code is warm and numpy's is not; ~2x cheaper
+        here). A device tensor is held by reference with its version counter (no copy, no
+        synchronisation). Returns True when the batch must be counted at once: an inference-mode
+        tensor off the CPU (no version counter)."""
+        number = self.updates + 1
+        self._held_entries += codes.numel()
+        if CLONE_CPU_BATCHES and codes.is_cpu:
+            self._held.append((number, codes.clone(), None))
+            return False
+        if codes.is_inference():
+            self._held.append((number, codes, None))
+            return True
+        self._held.append((number, codes, codes._version))
+        return False
+
+    def _counts_of(self, codes, name: str):
+        """Flat (M·K,) usage counts of held tensor ``codes``, on their device."""
+        return usage_counts_on_device(codes.reshape(-1, self.n_subspaces), self.n_codewords,
+                                      ignore_index=self.ignore_index, name=name)
+
+    def _add_counts(self, counts) -> None:
+        self._pending_device = counts if self._pending_device is None else self._pending_device + counts
+
+    def _count_held(self, current: int | None = None) -> None:
+        """Count the held batches: one concatenation, range check and count per device. On a
+        refusal (a batch overwritten in place since its update, or holding an out-of-range code)
+        the batches are checked one by one: the first bad one is raised, named by its update
+        number; the good ones are counted, except update ``current`` (the one calling), so that an
+        update that raises keeps nothing of its own."""
+        held, self._held, self._held_entries = self._held, [], 0
+        if all(version is None or codes._version == version for _, codes, version in held):
+            by_device: dict = {}
+            for _, codes, _ in held:
+                by_device.setdefault(codes.device, []).append(codes)
+            try:
+                totals = [self._counts_of(_concatenated(group, self.n_subspaces), "codes") for group in by_device.values()]
+            except InvalidParameter:
+                pass
+            else:
+                for counts in totals:
+                    self._add_counts(counts)
+                return
+        error, good = None, []
+        for number, codes, version in held:
+            try:
+                if version is not None and codes._version != version:
+                    raise InvalidParameter(f"codes of update {number} were overwritten in place before their step "
+                                           "was counted; pass a tensor you do not reuse (codes.clone()), or "
+                                           "every=1 to count each batch at its update")
+                good.append((number, self._counts_of(codes, f"codes of update {number}")))
+            except InvalidParameter as refused:
+                error = error or refused
+        for number, counts in good:
+            if error is None or number != current:
+                self._add_counts(counts)
+        if error is not None:
+            raise error
+
+    def _step_losses(self) -> dict[str, float]:
+        """The mean of each loss over this step's updates; raises (and drops this step's losses)
+        when one is not finite or a held loss tensor was changed in place after its update. The
+        held tensors of all names leave their device in one transfer per device; the values are
+        summed in Python floats, as floats passed directly are."""
+        totals = {name: 0.0 for name in self._losses}
+        held, owners = [], []
+        for name, values in self._losses.items():
+            for value in values:
+                if not isinstance(value, tuple):
+                    totals[name] += value
+                    continue
+                tensor, version = value  # a held tensor and its version
+                if version is not None and tensor._version != version:
+                    self._losses = {}
+                    raise InvalidParameter(f"losses[{name!r}] was changed in place after its update; pass "
+                                           "each batch's own loss tensor (loss.detach()), or a float")
+                held.append(tensor if tensor.dim() == 0 else tensor.reshape(()))
+                owners.append(name)
+        for name, value in zip(owners, _tensor_values(held)):
+            totals[name] += value
+        try:
+            return {name: _finite(name, total / len(self._losses[name])) for name, total in totals.items()}
+        except InvalidParameter:
+            self._losses = {}
+            raise
+
     def _emit(self, step: int | None) -> None:
+        if self._held:  # may refuse a held batch: then no step is emitted yet
+            self._count_held()
+        losses = self._step_losses()  # may refuse a loss: then no step is emitted yet either
         self.steps += 1
         number = self.steps if step is None else int(step)
         usage, self._pending = self._pending, np.zeros_like(self._pending)
         if self._pending_device is not None:  # the one transfer of this step
             usage = usage + self._pending_device.reshape(self.n_subspaces, self.n_codewords).cpu().numpy()
             self._pending_device = None
-        losses = {k: _finite(k, float(sum(v)) / len(v)) for k, v in self._losses.items()}
         if losses and "total" not in losses:
             losses["total"] = float(sum(losses.values()))
         soft_hard = None

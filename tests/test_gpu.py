@@ -56,3 +56,23 @@ def test_fit_encode_search_on_gpu_match_the_cpu(digits, name):
     _, ids_gpu = gpu.search(digits.queries, codes, 10)
     _, ids_cpu = cpu_view.search(digits.queries, codes, 10)
     np.testing.assert_array_equal(ids_gpu, ids_cpu)
+
+
+def test_monitor_holds_cuda_codes_until_their_step_and_counts_them_there():
+    """CUDA batches are held by reference (no copy, no synchronisation per update) and counted at
+    the step like the same codes on the CPU; one overwritten in place before its step is refused."""
+    from explorer.monitor import CodebookMonitor
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 16, (64, 2), generator=g) for _ in range(4)]
+    on_gpu = CodebookMonitor(16, 2, every=4)
+    on_cpu = CodebookMonitor(16, 2, every=4)
+    for b in batches:
+        on_gpu.update(b.cuda())
+        on_cpu.update(b)
+    np.testing.assert_array_equal(on_gpu.usage, on_cpu.usage)
+    mon = CodebookMonitor(16, 2, every=2)
+    held = batches[0].cuda()
+    mon.update(held)
+    held.zero_()
+    with pytest.raises(ValueError, match="codes of update 1 were overwritten in place"):
+        mon.update(batches[1].cuda())

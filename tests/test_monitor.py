@@ -95,6 +95,35 @@ def test_a_nan_loss_is_refused_by_name():
         mon.update(np.array([1, 2]), losses={"recon": torch.tensor(float("nan"))})
 
 
+def test_loss_tensors_are_summed_at_the_step_like_floats():
+    values = [0.25, 1.5, 3.0]
+    as_floats, _ = events_of(dict(n_codewords=4, every=3), lambda m: [m.update(np.array([1]), losses={"recon": v})
+                                                                      for v in values])
+    as_tensors, _ = events_of(dict(n_codewords=4, every=3), lambda m: [
+        m.update(np.array([1]), losses={"recon": torch.tensor(v, requires_grad=True) * 1.0}) for v in values])
+    step_f, step_t = (next(e for e in rec if isinstance(e, Step)) for rec in (as_floats, as_tensors))
+    assert step_t.losses == step_f.losses == {"recon": pytest.approx(sum(values) / 3), "total": pytest.approx(sum(values) / 3)}
+
+
+def test_a_nan_loss_tensor_is_refused_at_its_step_and_the_counts_wait_for_the_next():
+    mon = CodebookMonitor(4, every=2)
+    mon.update(np.array([1, 2]), losses={"recon": torch.tensor(float("nan"))})
+    with pytest.raises(ValueError, match=r"losses\['recon'\] is nan: training diverged"):
+        mon.update(np.array([3]), losses={"recon": torch.tensor(1.0)})
+    assert mon.steps == 0
+    mon.update(np.array([0]), losses={"recon": torch.tensor(2.0)})
+    assert mon.steps == 1 and mon.usage.tolist() == [[1, 1, 1, 1]]
+
+
+def test_a_loss_tensor_changed_in_place_after_its_update_is_refused():
+    running = torch.tensor(1.0)
+    mon = CodebookMonitor(4, every=2)
+    mon.update(np.array([1]), losses={"recon": running})
+    running += 1.0  # an accumulator passed as the batch's loss
+    with pytest.raises(ValueError, match=r"losses\['recon'\] was changed in place after its update"):
+        mon.update(np.array([1]), losses={"recon": running})
+
+
 def test_built_in_usage_counting_refuses_out_of_range_codes_instead_of_miscounting():
     """Before, a -1 was counted as codeword K-1 and a code >= K gave a bare numpy error."""
     with pytest.raises(ValueError, match="holds -1, outside"):
@@ -108,6 +137,97 @@ def test_built_in_usage_counting_refuses_out_of_range_codes_instead_of_miscounti
 def test_a_tensor_is_counted_like_the_same_numpy_codes():
     codes = torch.randint(0, 10, (40, 4), generator=torch.Generator().manual_seed(1))
     np.testing.assert_array_equal(diagnostics.usage_counts(codes, 10), diagnostics.usage_counts(codes.numpy(), 10))
+
+
+def _tensor_batches(n_batches, n=30, M=2, K=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, K, (n, M), generator=g) for _ in range(n_batches)]
+
+
+@pytest.mark.parametrize("held_by_reference", [False, True])
+def test_tensor_batches_are_counted_once_per_step_with_the_same_counts(monkeypatch, held_by_reference):
+    """Tensor codes are held until their step: one count per step, not per update (the cost an
+    update adds to a training step), and the counts are those of each batch counted alone. CPU
+    tensors are held as numpy copies, device tensors by reference (exercised here on the CPU)."""
+    from explorer import monitor as monitor_module
+    if held_by_reference:
+        monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)
+    calls = []
+    real = CodebookMonitor._counts_of
+    monkeypatch.setattr(CodebookMonitor, "_counts_of", lambda self, *a: calls.append(1) or real(self, *a))
+    batches = _tensor_batches(10)
+    rec, _ = events_of(dict(n_codewords=8, n_subspaces=2, every=5), lambda m: [m.update(b) for b in batches])
+    steps = [e for e in rec if isinstance(e, Step)]
+    assert len(calls) == 2 and len(steps) == 2
+    for s, chunk in zip(steps, (batches[:5], batches[5:])):
+        np.testing.assert_array_equal(s.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in chunk))
+
+
+def test_a_cpu_batch_is_copied_so_the_caller_may_reuse_its_buffer():
+    batches = _tensor_batches(2)
+    expected = sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches)
+    mon = CodebookMonitor(8, 2, every=2)
+    mon.update(batches[0])
+    batches[0].fill_(0)  # reused before the step: the held copy is what counts
+    mon.update(batches[1])
+    np.testing.assert_array_equal(mon.usage, expected)
+
+
+def test_a_full_hold_is_counted_before_its_step(monkeypatch):
+    from explorer import monitor as monitor_module
+    monkeypatch.setattr(monitor_module, "HELD_ENTRIES", 100)  # 60 entries a batch: counted every 2nd
+    batches = _tensor_batches(6)
+    mon = CodebookMonitor(8, 2, every=6)
+    for b in batches[:4]:
+        mon.update(b)
+    assert len(mon._held) == 0 and int(mon._pending_device.sum()) == 4 * 60  # counted, not yet emitted
+    for b in batches[4:]:
+        mon.update(b)
+    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
+
+
+def test_a_held_batch_overwritten_in_place_is_refused_by_its_update_number(monkeypatch):
+    from explorer import monitor as monitor_module
+    monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)  # held by reference, as on a GPU
+    batches = _tensor_batches(3)
+    mon = CodebookMonitor(8, 2, every=3)
+    mon.update(batches[0])
+    mon.update(batches[1])
+    batches[0][0, 0] = 7  # the caller reuses its buffer before the step counted it
+    with pytest.raises(ValueError, match=r"codes of update 1 were overwritten in place .*codes\.clone\(\)"):
+        mon.update(batches[2], losses={"commit": 1.0})
+    assert mon.updates == 2 and mon.steps == 0  # the raising update kept nothing
+    mon.update(batches[2], losses={"commit": 2.0})
+    # update 1 was refused; update 2 was counted; the retried update 3 closes the step
+    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches[1:]))
+
+
+@pytest.mark.parametrize("held_by_reference", [False, True])
+def test_an_out_of_range_held_batch_is_refused_at_its_step_by_its_update_number(monkeypatch, held_by_reference):
+    from explorer import monitor as monitor_module
+    if held_by_reference:
+        monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)
+    batches = _tensor_batches(3)
+    batches[1][2, 1] = 8
+    mon = CodebookMonitor(8, 2, every=3)
+    mon.update(batches[0])
+    mon.update(batches[1])
+    with pytest.raises(ValueError, match=r"codes of update 2 holds 8, outside \[0, n_codewords \(K\)=8\)"):
+        mon.update(batches[2])
+    mon.update(batches[2])
+    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches[::2]))
+
+
+def test_inference_mode_codes_are_counted_at_their_update(monkeypatch):
+    from explorer import monitor as monitor_module
+    monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)  # no version counter to hold them by
+    with torch.inference_mode():
+        batches = _tensor_batches(2)
+    mon = CodebookMonitor(8, 2, every=2)
+    mon.update(batches[0])
+    assert not mon._held and int(mon._pending_device.sum()) == 60
+    mon.update(batches[1])
+    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
 
 
 def test_soft_codes_give_agreement_and_gap():
