@@ -388,7 +388,7 @@ def run_benchmarks(quick: bool = False, deep_methods: list[str] | None = None,
                                                        n_train=2_000 if quick else 20_000)
     from .bench_watch import dashboard_figures, monitor_overhead
     say("CodebookMonitor in a VQ autoencoder's loop ...")
-    details["monitor_overhead"] = monitor_overhead(steps=20 if quick else 60, repeats=2 if quick else 21)
+    details["monitor_overhead"] = monitor_overhead(steps=40 if quick else 400, repeats=1 if quick else 3)
     say("dashboard views beside a long fit (subprocess) ...")
     details["dashboard"] = dashboard_figures(quick=quick)
     nano = details["pq_vs_faiss"]["nanopq"] or {}
