@@ -61,3 +61,42 @@ def test_a_loss_missing_at_some_steps_is_a_gap():
     view.replay([Step.from_usage(1, {"total": 1.0}, usage), Step.from_usage(2, {"total": 0.5, "kl": 0.1}, usage)])
     kl = view.figure.data[1].y
     assert np.isnan(kl[0]) and kl[1] == pytest.approx(0.1)
+
+
+def test_property_paths_are_checked_once_per_trace_and_a_bad_one_is_refused(monkeypatch):
+    """``View._send_pending`` asks plotly's schema about each (trace, property path) pair once, not
+    at every redraw (that check was most of plotly_update's cost), and refuses a path the trace lacks."""
+    from plotly.basedatatypes import BaseFigure
+    calls = []  # (trace uid, path) of each check of a trace's path (relayouts check the layout's)
+    real = BaseFigure._is_key_path_compatible
+
+    def counted(path, obj):
+        if obj.plotly_name != "layout":
+            calls.append((obj.uid, path))
+        return real(path, obj)
+
+    monkeypatch.setattr(BaseFigure, "_is_key_path_compatible", staticmethod(counted))
+    events = stream("pq", n_iter=5)
+    view = UsageView(4, 16)
+    for event in events[:-1]:
+        view.observe(event)
+        view.redraw()
+    assert len(steps(events)) >= 5 and len(calls) >= 4  # every bar trace's "y", at least
+    assert len(set(calls)) == len(calls)  # each pair once, over all the redraws
+    view._pending = ({0: {"not_a_property": np.zeros(3)}}, {})
+    with pytest.raises(ValueError, match="trace 0 \\(bar\\) has no property 'not_a_property'"):
+        view._send_pending()
+
+
+def test_only_the_traces_that_changed_are_sent():
+    view = UsageView(2, 4)
+    view._pending = ({0: {"y": np.array([1, 2, 3, 4])}, 2: {"y": np.array([0, 1, 0, 1])}}, {})
+    view._send_pending()
+    sent = []
+    view.figure._send_update_msg = lambda **k: sent.append(k)
+    view._pending = ({0: {"y": np.array([1, 2, 3, 4])}, 2: {"y": np.array([5, 1, 0, 1])}}, {})
+    view._send_pending()
+    assert len(sent) == 1 and sent[0]["trace_indexes"] == [2] and list(sent[0]["restyle_data"]["y"][0]) == [5, 1, 0, 1]
+    assert list(view.figure.data[2].y) == [5, 1, 0, 1] and list(view.figure.data[0].y) == [1, 2, 3, 4]
+    view._send_pending()  # nothing changed: nothing sent
+    assert len(sent) == 1
