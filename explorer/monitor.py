@@ -139,7 +139,7 @@ class CodebookMonitor:
         self._held_entries = 0
         self._accepted = (None, None)  # (dtype, shape) of the last tensor batch that passed code_matrix
         self._pending_updates = 0
-        self._losses: dict[str, list[float]] = {}
+        self._losses: dict[str, list] = {}  # per name, floats and held (tensor, _version) pairs
         self._soft: list[tuple[float, int, int, int]] = []  # (gap sum, vectors, agreements, entries) per update
         self._sample_source = None
         self._rng = np.random.default_rng(0)
@@ -269,9 +269,9 @@ class CodebookMonitor:
         self._held.append((number, codes, codes._version))
         return False
 
-    def _counts_of(self, codes, name: str):
-        """Flat (M·K,) usage counts of held tensor ``codes``, on their device."""
-        return usage_counts_on_device(codes.reshape(-1, self.n_subspaces), self.n_codewords,
+    def _counts_of(self, batches: list, name: str):
+        """Flat (M·K,) usage counts of same-device held tensor ``batches``, on their device."""
+        return usage_counts_on_device(_concatenated(batches, self.n_subspaces), self.n_codewords,
                                       ignore_index=self.ignore_index, name=name)
 
     def _add_counts(self, counts) -> None:
@@ -289,7 +289,7 @@ class CodebookMonitor:
             for _, codes, _ in held:
                 by_device.setdefault(codes.device, []).append(codes)
             try:
-                totals = [self._counts_of(_concatenated(group, self.n_subspaces), "codes") for group in by_device.values()]
+                totals = [self._counts_of(group, "codes") for group in by_device.values()]
             except InvalidParameter:
                 pass
             else:
@@ -303,7 +303,7 @@ class CodebookMonitor:
                     raise InvalidParameter(f"codes of update {number} were overwritten in place before their step "
                                            "was counted; pass a tensor you do not reuse (codes.clone()), or "
                                            "every=1 to count each batch at its update")
-                good.append((number, self._counts_of(codes, f"codes of update {number}")))
+                good.append((number, self._counts_of([codes], f"codes of update {number}")))
             except InvalidParameter as refused:
                 error = error or refused
         for number, counts in good:
