@@ -75,3 +75,37 @@ def test_alternating_pairs_alternate_the_order_and_take_the_median_of_each_pairs
     assert r["ratio"] == pytest.approx((1.1 + 1.2) / 2)  # median of 1.1, 1.2, 1.0, 3.0
     assert r["ratio_of_medians"] == pytest.approx(((2.4 + 3.0) / 2) / ((1.0 + 2.0) / 2))
     assert r["pairs"] == 4 and r["base_times"] == [1.0, 2.0, 4.0, 1.0]
+
+
+@pytest.mark.parametrize("update_cost", [0.0, 0.1])
+def test_monitor_overhead_reads_the_updates_cost_on_a_fake_clock(monkeypatch, update_cost):
+    """The interleaved protocol on a clock that only the step (1.0 a step) and the monitor's update
+    move: the monitored blocks must read 1 + update/step, a no-op monitor 1.0."""
+    from types import SimpleNamespace
+
+    from explorer import bench_watch
+    clock = [0.0]
+    real_model = bench_watch._VQAutoencoder
+
+    class TimedModel(real_model):
+        def forward(self, x):
+            clock[0] += 1.0
+            return super().forward(x)
+
+    class FakeMonitor:
+        def __init__(self, *args, **kwargs):
+            self.updates = 0
+
+        def update(self, codes, losses=None):
+            self.updates += 1
+            clock[0] += update_cost
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench_watch, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(bench_watch, "_VQAutoencoder", TimedModel)
+    monkeypatch.setattr(bench_watch, "CodebookMonitor", FakeMonitor)
+    r = bench_watch.monitor_overhead(steps=24, repeats=2)
+    assert r["ratio"] == pytest.approx(1.0 + update_cost) and r["runs"] == [pytest.approx(1.0 + update_cost)] * 2
+    assert r["update_us"] == pytest.approx(1e6 * update_cost) and r["step_ms"] == pytest.approx(1e3)
