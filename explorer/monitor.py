@@ -256,10 +256,14 @@ class CodebookMonitor:
         the bench's loop by ~5% here, and a clone cannot be overwritten (a torch clone, not a numpy
         copy: right after a training step torch's code is warm and numpy's is not; ~2x cheaper
         here). A device tensor is held by reference with its version counter (no copy, no
-        synchronisation). Returns True when the batch must be counted at once: an inference-mode
-        tensor off the CPU (no version counter)."""
+        synchronisation). Returns True when the batch must be counted at once: one larger than
+        :data:`HELD_ENTRIES` (held as it is, not copied), or an inference-mode tensor off the CPU
+        (no version counter)."""
         number = self.updates + 1
         self._held_entries += codes.numel()
+        if codes.numel() > HELD_ENTRIES:  # counted at once anyway: no copy
+            self._held.append((number, codes, None))
+            return True
         if CLONE_CPU_BATCHES and codes.is_cpu:
             self._held.append((number, codes.clone(), None))
             return False

@@ -186,6 +186,17 @@ def test_a_full_hold_is_counted_before_its_step(monkeypatch):
     np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
 
 
+def test_a_batch_larger_than_the_hold_is_counted_at_its_update(monkeypatch):
+    from explorer import monitor as monitor_module
+    monkeypatch.setattr(monitor_module, "HELD_ENTRIES", 50)  # a batch holds 60 entries
+    batches = _tensor_batches(2)
+    mon = CodebookMonitor(8, 2, every=2)
+    mon.update(batches[0])
+    assert not mon._held and int(mon._pending_device.sum()) == 60
+    mon.update(batches[1])
+    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
+
+
 def test_a_held_batch_overwritten_in_place_is_refused_by_its_update_number(monkeypatch):
     from explorer import monitor as monitor_module
     monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)  # held by reference, as on a GPU
