@@ -21,8 +21,8 @@ costs one clone and some Python instead of a range check, a count and (on a GPU)
 synchronisation per batch. A device batch overwritten in place before its step is detected
 (torch's version counter) and refused; an out-of-range batch is refused at its step, by its
 update number. Loss tensors are held too and leave their device once per step. Counts accumulate
-over the ``every`` updates of one step: the perplexity of a single small batch depends on the batch size (a batch of 32 can use at most 32
-codewords), so judge collapse over a window of batches.
+over the ``every`` updates of one step: the perplexity of a single small batch depends on the
+batch size (a batch of 32 can use at most 32 codewords), so judge collapse over a window of batches.
 """
 from __future__ import annotations
 

@@ -139,6 +139,11 @@ def test_a_tensor_is_counted_like_the_same_numpy_codes():
     np.testing.assert_array_equal(diagnostics.usage_counts(codes, 10), diagnostics.usage_counts(codes.numpy(), 10))
 
 
+def _counted(batches, K=8):
+    """The (M, K) usage of tensor ``batches`` counted one by one in numpy: what a step must hold."""
+    return sum(diagnostics.usage_counts(b.numpy(), K) for b in batches)
+
+
 def _tensor_batches(n_batches, n=30, M=2, K=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, K, (n, M), generator=g) for _ in range(n_batches)]
@@ -160,12 +165,12 @@ def test_tensor_batches_are_counted_once_per_step_with_the_same_counts(monkeypat
     steps = [e for e in rec if isinstance(e, Step)]
     assert len(calls) == 2 and len(steps) == 2
     for s, chunk in zip(steps, (batches[:5], batches[5:])):
-        np.testing.assert_array_equal(s.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in chunk))
+        np.testing.assert_array_equal(s.usage, _counted(chunk))
 
 
 def test_a_cpu_batch_is_copied_so_the_caller_may_reuse_its_buffer():
     batches = _tensor_batches(2)
-    expected = sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches)
+    expected = _counted(batches)
     mon = CodebookMonitor(8, 2, every=2)
     mon.update(batches[0])
     batches[0].fill_(0)  # reused before the step: the held copy is what counts
@@ -183,18 +188,26 @@ def test_a_full_hold_is_counted_before_its_step(monkeypatch):
     assert len(mon._held) == 0 and int(mon._pending_device.sum()) == 4 * 60  # counted, not yet emitted
     for b in batches[4:]:
         mon.update(b)
-    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
+    np.testing.assert_array_equal(mon.usage, _counted(batches))
 
 
-def test_a_batch_larger_than_the_hold_is_counted_at_its_update(monkeypatch):
+@pytest.mark.parametrize("case", ["larger than the hold", "inference mode"])
+def test_a_batch_that_cannot_be_held_is_counted_at_its_update(monkeypatch, case):
+    """A batch over HELD_ENTRIES (held as it is, not copied), and an inference-mode tensor held
+    by reference (it has no version counter to check at the step), are counted at once."""
     from explorer import monitor as monitor_module
-    monkeypatch.setattr(monitor_module, "HELD_ENTRIES", 50)  # a batch holds 60 entries
-    batches = _tensor_batches(2)
+    if case == "larger than the hold":
+        monkeypatch.setattr(monitor_module, "HELD_ENTRIES", 50)  # a batch holds 60 entries
+        batches = _tensor_batches(2)
+    else:
+        monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)
+        with torch.inference_mode():
+            batches = _tensor_batches(2)
     mon = CodebookMonitor(8, 2, every=2)
     mon.update(batches[0])
     assert not mon._held and int(mon._pending_device.sum()) == 60
     mon.update(batches[1])
-    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
+    np.testing.assert_array_equal(mon.usage, _counted(batches))
 
 
 def test_a_held_batch_overwritten_in_place_is_refused_by_its_update_number(monkeypatch):
@@ -210,7 +223,7 @@ def test_a_held_batch_overwritten_in_place_is_refused_by_its_update_number(monke
     assert mon.updates == 2 and mon.steps == 0  # the raising update kept nothing
     mon.update(batches[2], losses={"commit": 2.0})
     # update 1 was refused; update 2 was counted; the retried update 3 closes the step
-    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches[1:]))
+    np.testing.assert_array_equal(mon.usage, _counted(batches[1:]))
 
 
 @pytest.mark.parametrize("held_by_reference", [False, True])
@@ -226,19 +239,7 @@ def test_an_out_of_range_held_batch_is_refused_at_its_step_by_its_update_number(
     with pytest.raises(ValueError, match=r"codes of update 2 holds 8, outside \[0, n_codewords \(K\)=8\)"):
         mon.update(batches[2])
     mon.update(batches[2])
-    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches[::2]))
-
-
-def test_inference_mode_codes_are_counted_at_their_update(monkeypatch):
-    from explorer import monitor as monitor_module
-    monkeypatch.setattr(monitor_module, "CLONE_CPU_BATCHES", False)  # no version counter to hold them by
-    with torch.inference_mode():
-        batches = _tensor_batches(2)
-    mon = CodebookMonitor(8, 2, every=2)
-    mon.update(batches[0])
-    assert not mon._held and int(mon._pending_device.sum()) == 60
-    mon.update(batches[1])
-    np.testing.assert_array_equal(mon.usage, sum(diagnostics.usage_counts(b.numpy(), 8) for b in batches))
+    np.testing.assert_array_equal(mon.usage, _counted(batches[::2]))
 
 
 def test_soft_codes_give_agreement_and_gap():
